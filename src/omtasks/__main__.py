@@ -1,0 +1,3 @@
+from omtasks.cli import main
+
+main()
