@@ -1,0 +1,89 @@
+"""The `om` command line.
+
+`om <command> ...` for the node-wide commands and `om <service> <action> ...`
+for everything about one service.  Subcommand modules are imported only when
+used, so `om --help` and `om schedule ...` never pay for SQLAlchemy.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from omtasks import __version__
+from omtasks.cli.errors import OmError
+
+# command word -> "module:attribute" of its click command
+COMMANDS = {
+    "ls": ("omtasks.cli.services:ls", "list the services known on this node"),
+    "schedule": ("omtasks.cli.schedule:schedule", "preview and check schedule expressions"),
+    "runner": ("omtasks.cli.runner:runner", "the scheduler: tick, daemon, install"),
+    "confirmations": ("omtasks.cli.confirmations:confirmations", "pending confirmations of scheduled runs"),
+    "node": ("omtasks.cli.node:node", "this node's schedule table"),
+    "db": ("omtasks.cli.db:db", "database schema: upgrade, current"),
+    "collector": ("omtasks.cli.collector:collector", "the collector server"),
+}
+SERVICE_GROUP = "omtasks.cli.service:service"
+
+
+def _load(target: str) -> click.Command:
+    module, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+class RootGroup(click.Group):
+    """Resolves reserved words to their commands and any other word to a service."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in COMMANDS:
+            try:
+                return _load(COMMANDS[name][0])
+            except ModuleNotFoundError as exc:
+                if exc.name and exc.name.startswith("omtasks.cli."):
+                    return None
+                raise
+        ctx.meta["om.service"] = name
+        return _load(SERVICE_GROUP)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, help_) for name, (_, help_) in COMMANDS.items()]
+        rows.append(("SVC ACTION", "act on one service: run, print, set, confirm, start, switch, ..."))
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=RootGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="om")
+def cli() -> None:
+    """om: the embedded service task scheduler.
+
+    \b
+    Examples:
+      om schedule next "02:00 sat:last" --count 6
+      om pgdb run --rid task#backup
+      om runner tick
+    """
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: `om: <message>` on stderr and the error's exit code for expected failures."""
+    try:
+        rv = cli.main(args=argv, prog_name="om", standalone_mode=False)
+    except OmError as exc:
+        if exc.message:
+            click.echo(f"om: {exc.message}", err=True)
+        sys.exit(exc.code)
+    except click.exceptions.Abort:
+        click.echo("om: aborted", err=True)
+        sys.exit(1)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    sys.exit(rv if isinstance(rv, int) else 0)

@@ -1,0 +1,193 @@
+"""Cron dialect: our own strict parser, croniter for slots, the DST mapping of SPEC 4.5.
+
+croniter iterates naive local wall-clock minutes; each slot is then mapped to an
+instant: a slot inside a spring-forward gap becomes the first instant after the
+gap (all gap slots of a night collapse into one), and a repeated wall-clock time
+is its first occurrence only.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta, tzinfo
+
+from croniter import CroniterBadDateError, croniter
+
+from omtasks.schedule.decision import Decision
+from omtasks.schedule.errors import ScheduleSyntaxError
+from omtasks.timeutil import from_local_naive, in_gap
+
+ALIASES = {
+    "@hourly": "0 * * * *",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@weekly": "0 0 * * 0",
+    "@monthly": "0 0 1 * *",
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+}
+_MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
+_DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
+# name, low, high, names (index + offset = value)
+FIELDS = (
+    ("minute", 0, 59, None, 0),
+    ("hour", 0, 23, None, 0),
+    ("day-of-month", 1, 31, None, 0),
+    ("month", 1, 12, _MONTHS, 1),
+    ("day-of-week", 0, 7, _DAYS, 0),
+)
+_ELEMENT_RE = re.compile(r"^(?:(\*)|([A-Za-z]+|\d+)(?:-([A-Za-z]+|\d+))?)(?:/(\d+))?$")
+_UNSUPPORTED = re.compile(r"[#?]|(?<![A-Za-z])\d*[LWH]\d*(?![A-Za-z])")
+_NEAR = timedelta(hours=3)
+
+
+def _value(token: str, field: tuple, fail) -> int:
+    name, low, high, names, offset = field
+    if token.isdigit():
+        n = int(token)
+        if not low <= n <= high:
+            raise fail(f"value {n} out of range {low}-{high} in {name} field", token)
+        return n
+    if names and token.lower() in names:
+        return names.index(token.lower()) + offset
+    raise fail(f"invalid token '{token}' in {name} field", token)
+
+
+def _check_field(text: str, field: tuple, fail) -> None:
+    for element in text.split(","):
+        bad = _UNSUPPORTED.search(element)
+        if bad:
+            token = bad.group(0).strip("0123456789") or bad.group(0)
+            raise fail(f"unsupported token '{token}'", element)
+        m = _ELEMENT_RE.match(element)
+        if not m:
+            raise fail(f"invalid token '{element}' in {field[0]} field", element or text)
+        star, a, b, step = m.groups()
+        if step is not None and int(step) == 0:
+            raise fail(f"step 0 in '{element}'", element)
+        if star:
+            continue
+        if step is not None and b is None:
+            raise fail(f"a step needs '*' or a range: '{element}'", element)
+        lo = _value(a, field, fail)
+        if b is not None and _value(b, field, fail) < lo:
+            raise fail(f"reversed range '{element}' in {field[0]} field", element)
+
+
+def parse(value: str, body: str, base: int) -> CronSchedule:
+    """Parse the cron expression `body`, found at offset `base` of `value`."""
+    def fail(detail: str, token: str) -> ScheduleSyntaxError:
+        found = value.find(token, base) if token else -1
+        return ScheduleSyntaxError(value, f"bad cron expression '{body}': {detail}{hint}", token,
+                                   (found if found >= 0 else base) + 1)
+
+    fields = body.split()
+    hint = ""
+    if len(fields) == 1 and fields[0].startswith("@"):
+        alias = fields[0].lower()
+        if alias not in ALIASES:
+            raise fail(f"unsupported alias '{fields[0]}'", fields[0])
+        return CronSchedule(value, ALIASES[alias], body)
+    if fields and ":" in fields[0]:
+        hint = " (a networker expression has at most 4 fields)"
+    if len(fields) != 5:
+        raise fail(f"expected 5 fields, got {len(fields)}", fields[5] if len(fields) > 5 else body)
+    for text, field in zip(fields, FIELDS, strict=True):
+        _check_field(text, field, fail)
+    return CronSchedule(value, " ".join(fields), body)
+
+
+class CronSchedule:
+    """A cron expression evaluated on naive wall-clock minutes."""
+
+    dialect = "cron"
+    probabilistic = False
+    never = False
+
+    def __init__(self, value: str, expr: str, text: str) -> None:
+        self.value = value
+        self.expr = expr
+        self.text = text
+
+    def _iter(self, start: datetime, backwards: bool) -> Iterator[datetime]:
+        it = croniter(self.expr, start, implement_cron_bug=True, max_years_between_matches=30)
+        step = it.get_prev if backwards else it.get_next
+        try:
+            while True:
+                yield step(datetime)
+        except CroniterBadDateError:
+            return
+
+    def _mapped(self, naive: Iterator[datetime], tz: tzinfo) -> Iterator[datetime]:
+        previous = None
+        for slot in naive:
+            if in_gap(slot, tz):
+                slot = _gap_end(slot, tz)
+            instant = from_local_naive(slot, tz)
+            if instant != previous:
+                previous = instant
+                yield instant
+
+    def slots_from(self, start: datetime) -> Iterator[datetime]:
+        """Slot instants >= start, ascending."""
+        tz = start.tzinfo
+        local = start.astimezone(tz).replace(tzinfo=None)
+        near = _transition_near(start, tz)
+        begin = local - (_NEAR if near else timedelta(seconds=1))
+        for instant in self._mapped(self._iter(begin, False), tz):
+            if instant >= start:
+                yield instant
+
+    def slots_until(self, end: datetime) -> Iterator[datetime]:
+        """Slot instants <= end, descending."""
+        tz = end.tzinfo
+        local = end.astimezone(tz).replace(tzinfo=None)
+        near = _transition_near(end, tz)
+        begin = local + (_NEAR if near else timedelta(seconds=1))
+        for instant in self._mapped(self._iter(begin, True), tz):
+            if instant <= end:
+                yield instant
+
+    def latest_slot(self, now: datetime) -> datetime | None:
+        return next(self.slots_until(now), None)
+
+    def first_slot_after(self, start: datetime, last: datetime | None) -> datetime | None:
+        lower = start if last is None else max(start, last + timedelta(seconds=1))
+        return next(self.slots_from(lower), None)
+
+    def validate(self, now: datetime, last: datetime | None, *, boot: datetime | None = None,
+                 grace: int = 0) -> Decision:
+        slot = self.latest_slot(now)
+        if slot is None or (last is not None and slot <= last):
+            nxt = self.first_slot_after(now, last)
+            when = _show(nxt, now) if nxt else "never"
+            return Decision("not_allowed", f"no slot since the last run; next slot {when}")
+        late = (now - slot).total_seconds()
+        if late > grace:
+            return Decision("not_allowed", f"slot {_show(slot, now)} is late by {int(late)} s (grace {grace} s)")
+        return Decision("allowed", f"slot {_show(slot, now)}")
+
+    def next_run(self, now: datetime, last: datetime | None, *, boot: datetime | None = None) -> datetime | None:
+        return self.first_slot_after(now, last)
+
+    def describe(self) -> list[str]:
+        parts = "; ".join(f"{f[0]} {v}" for f, v in zip(FIELDS, self.expr.split(), strict=True))
+        return [parts]
+
+
+def _gap_end(naive: datetime, tz: tzinfo) -> datetime:
+    """First whole wall-clock minute after the gap holding `naive`."""
+    probe = naive.replace(second=0, microsecond=0)
+    while in_gap(probe, tz):
+        probe += timedelta(minutes=1)
+    return probe
+
+
+def _transition_near(instant: datetime, tz: tzinfo) -> bool:
+    utc = instant.astimezone(UTC)
+    return (utc - _NEAR).astimezone(tz).utcoffset() != (utc + _NEAR).astimezone(tz).utcoffset()
+
+
+def _show(instant: datetime, now: datetime) -> str:
+    return instant.astimezone(now.tzinfo).strftime("%Y-%m-%d %H:%M:%S")
