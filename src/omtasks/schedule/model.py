@@ -41,6 +41,7 @@ class TimeRange:
     whole_day: bool
     spans: tuple[tuple[int, int], ...]
     text: str
+    in_range_reason: str
 
     @classmethod
     def build(
@@ -52,7 +53,8 @@ class TimeRange:
         every = interval if interval is not None else length + 1
         # SPEC 4.4: `~` only means something for a range run once per window
         probabilistic = tilde and every >= length and length > 2
-        return cls(begin, end, wraps, every, interval is not None, probabilistic, whole_day, spans, text)
+        reason = f"in time range {fmt_tod(begin)}-{fmt_tod(end)}"
+        return cls(begin, end, wraps, every, interval is not None, probabilistic, whole_day, spans, text, reason)
 
     @property
     def window_length(self) -> int:

@@ -70,7 +70,7 @@ class NetworkerSchedule:
 
     def validate(self, now: datetime, last: datetime | None, *, boot: datetime | None = None,
                  grace: int = 0) -> Decision:
-        n = _local(now, now)
+        n = now.replace(tzinfo=None)  # `now` is in the zone it is evaluated in
         ordinal = n.toordinal()
         tod = n.hour * 3600 + n.minute * 60 + n.second
         for i, m in enumerate(self.members, 1):
@@ -88,7 +88,7 @@ class NetworkerSchedule:
                 if not r.covers(tod):
                     continue
                 if ls is None or ns >= ls + r.interval:
-                    return Decision("allowed", f"in time range {_span(r)}")
+                    return Decision("allowed", r.in_range_reason)
                 if waiting is None or ls + r.interval < waiting[1]:
                     waiting = (r, ls + r.interval)
         if waiting is not None:
@@ -103,7 +103,7 @@ class NetworkerSchedule:
         return Decision("not_allowed", f"not in time range {spans}")
 
     def next_run(self, now: datetime, last: datetime | None, *, boot: datetime | None = None) -> datetime | None:
-        n = _local(now, now)
+        n = now.replace(tzinfo=None)
         start = math.ceil(naive_seconds(n))
         best = self.next_seconds(start, naive_seconds(_local(last, now)) if last is not None else None)
         if best is None:
