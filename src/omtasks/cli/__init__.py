@@ -86,4 +86,12 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(exc.exit_code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
+    except Exception as exc:
+        # database unreachable, locked past the busy timeout, or behind: one line, exit 1 (SPEC 12)
+        module = type(exc).__module__
+        if module.startswith(("sqlalchemy", "omtasks.db", "sqlite3", "psycopg")):
+            detail = getattr(exc, "orig", None) or exc
+            click.echo(f"om: {str(detail).splitlines()[0]}", err=True)
+            sys.exit(1)
+        raise
     sys.exit(rv if isinstance(rv, int) else 0)

@@ -86,7 +86,10 @@ def _parse_list(value: object, members: list, shown: str) -> NetworkerSchedule |
     cursor = 0
     for i, member in enumerate(members, 1):
         if not isinstance(member, str):
-            raise ScheduleSyntaxError(value, f"list member {i} is not a string: {json.dumps(member)}")
+            token = json.dumps(member)
+            found = shown.find(token, cursor)
+            raise ScheduleSyntaxError(value, f"list member {i} is not a string: {token}", token,
+                                      found + 1 if found >= 0 else shown.find("[") + 1)
         found = shown.find(member, cursor) if member else -1
         base = found if found >= 0 else 0
         cursor = found + len(member) if found >= 0 else cursor

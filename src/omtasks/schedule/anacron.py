@@ -6,7 +6,7 @@ Missed periods collapse into one run: the run may start at
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 from omtasks.schedule.decision import Decision
 from omtasks.schedule.errors import ScheduleSyntaxError
@@ -81,12 +81,13 @@ class AnacronSchedule:
                  grace: int = 0) -> Decision:
         t0 = self.earliest(now, last, boot)
         shown = t0.astimezone(now.tzinfo).strftime("%Y-%m-%d %H:%M:%S")
-        if now >= t0:
+        if now.astimezone(UTC) >= t0.astimezone(UTC):  # instants compare in UTC (fold-aware)
             return Decision("allowed", f"due since {shown}")
         return Decision("not_allowed", f"not due before {shown}")
 
     def next_run(self, now: datetime, last: datetime | None, *, boot: datetime | None = None) -> datetime:
-        return max(now, self.earliest(now, last, boot))
+        t0 = self.earliest(now, last, boot)
+        return t0 if t0.astimezone(UTC) > now.astimezone(UTC) else now
 
     def describe(self) -> list[str]:
         period = self.period_text if isinstance(self.period, str) else f"every {self.period} day(s)"

@@ -77,12 +77,17 @@ def _check_field(text: str, field: tuple, fail) -> None:
 
 def parse(value: str, body: str, base: int) -> CronSchedule:
     """Parse the cron expression `body`, found at offset `base` of `value`."""
-    def fail(detail: str, token: str) -> ScheduleSyntaxError:
-        found = value.find(token, base) if token else -1
-        return ScheduleSyntaxError(value, f"bad cron expression '{body}': {detail}{hint}", token,
-                                   (found if found >= 0 else base) + 1)
+    found_body = value.find(body, base) if body else -1
+    start = found_body if found_body >= 0 else base
 
-    fields = body.split()
+    def fail(detail: str, token: str, at: int = start) -> ScheduleSyntaxError:
+        # search the token from the start of its own field, so a repeated token is located right
+        found = value.find(token, at) if token else -1
+        return ScheduleSyntaxError(value, f"bad cron expression '{body}': {detail}{hint}", token,
+                                   (found if found >= 0 else at) + 1)
+
+    spans = [(m.group(0), start + m.start()) for m in re.finditer(r"\S+", body)]
+    fields = [text for text, _ in spans]
     hint = ""
     if len(fields) == 1 and fields[0].startswith("@"):
         alias = fields[0].lower()
@@ -92,9 +97,11 @@ def parse(value: str, body: str, base: int) -> CronSchedule:
     if fields and ":" in fields[0]:
         hint = " (a networker expression has at most 4 fields)"
     if len(fields) != 5:
-        raise fail(f"expected 5 fields, got {len(fields)}", fields[5] if len(fields) > 5 else body)
-    for text, field in zip(fields, FIELDS, strict=True):
-        _check_field(text, field, fail)
+        if len(fields) > 5:
+            raise fail(f"expected 5 fields, got {len(fields)}", fields[5], spans[5][1])
+        raise fail(f"expected 5 fields, got {len(fields)}", body)
+    for (text, at), field in zip(spans, FIELDS, strict=True):
+        _check_field(text, field, lambda detail, token, at=at: fail(detail, token, at))
     return CronSchedule(value, " ".join(fields), body)
 
 
@@ -142,8 +149,9 @@ class CronSchedule:
         local = start.astimezone(tz).replace(tzinfo=None)
         near = _transition_near(start, tz)
         begin = local - (_NEAR if near else timedelta(seconds=1))
+        floor = start.astimezone(UTC)  # SPEC 4.5: instants compare in UTC (fold-aware)
         for instant in self._mapped(self._iter(begin, False), tz):
-            if instant >= start:
+            if instant.astimezone(UTC) >= floor:
                 yield instant
 
     def slots_until(self, end: datetime) -> Iterator[datetime]:
@@ -152,25 +160,32 @@ class CronSchedule:
         local = end.astimezone(tz).replace(tzinfo=None)
         near = _transition_near(end, tz)
         begin = local + (_NEAR if near else timedelta(seconds=1))
+        ceiling = end.astimezone(UTC)
         for instant in self._mapped(self._iter(begin, True), tz):
-            if instant <= end:
+            if instant.astimezone(UTC) <= ceiling:
                 yield instant
 
     def latest_slot(self, now: datetime) -> datetime | None:
         return next(self.slots_until(now), None)
 
+    def lower_bound(self, start: datetime, last: datetime | None) -> datetime:
+        """max(start, last + 1 s), computed in UTC and expressed in start's zone."""
+        if last is None:
+            return start
+        after_last = last.astimezone(UTC) + timedelta(seconds=1)
+        return start if start.astimezone(UTC) >= after_last else after_last.astimezone(start.tzinfo)
+
     def first_slot_after(self, start: datetime, last: datetime | None) -> datetime | None:
-        lower = start if last is None else max(start, last + timedelta(seconds=1))
-        return next(self.slots_from(lower), None)
+        return next(self.slots_from(self.lower_bound(start, last)), None)
 
     def validate(self, now: datetime, last: datetime | None, *, boot: datetime | None = None,
                  grace: int = 0) -> Decision:
         slot = self.latest_slot(now)
-        if slot is None or (last is not None and slot <= last):
+        if slot is None or (last is not None and slot.astimezone(UTC) <= last.astimezone(UTC)):
             nxt = self.first_slot_after(now, last)
             when = _show(nxt, now) if nxt else "never"
             return Decision("not_allowed", f"no slot since the last run; next slot {when}")
-        late = (now - slot).total_seconds()
+        late = (now.astimezone(UTC) - slot.astimezone(UTC)).total_seconds()
         if late > grace:
             return Decision("not_allowed", f"slot {_show(slot, now)} is late by {int(late)} s (grace {grace} s)")
         return Decision("allowed", f"slot {_show(slot, now)}")

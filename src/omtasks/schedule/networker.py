@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from omtasks.schedule.calendar import CYCLE_DAYS
 from omtasks.schedule.decision import Decision
@@ -110,7 +110,12 @@ class NetworkerSchedule:
             return None
         if best == start and n.microsecond == 0:
             return now  # keep now's own instant (an ambiguous `now` may be its second occurrence)
-        return from_local_naive(from_seconds(best), now.tzinfo)
+        t = from_local_naive(from_seconds(best), now.tzinfo)
+        if t.astimezone(UTC) < now.astimezone(UTC):
+            # `now` is in the second pass of a repeated hour and so is the answer: its first
+            # occurrence is already past, the earliest instant >= now is the second one
+            t = from_seconds(best).replace(tzinfo=now.tzinfo, fold=1)
+        return t
 
     # -- naive-seconds core (also used by the runner for windows) ---------------
 

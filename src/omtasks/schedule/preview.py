@@ -6,7 +6,7 @@ previous instant, i.e. as a runner that ran at each of them would see it.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from omtasks.schedule.decision import Decision
 from omtasks.schedule.networker import NetworkerSchedule, from_seconds, naive_seconds
@@ -22,8 +22,7 @@ def upcoming(schedule, start: datetime, last: datetime | None, count: int) -> li
             out.append(t)
             t = schedule.next_run(t, t)
     elif schedule.dialect == "cron":
-        lower = start if last is None else max(start, last + timedelta(seconds=1))
-        for slot in schedule.slots_from(lower):
+        for slot in schedule.slots_from(schedule.lower_bound(start, last)):
             out.append(slot)
             if len(out) >= count:
                 break
@@ -31,7 +30,8 @@ def upcoming(schedule, start: datetime, last: datetime | None, count: int) -> li
         tz = start.tzinfo
         today = start.astimezone(tz).date()
         local_last = to_local_naive(last, tz) if last is not None else None
-        t = max(start, schedule.start_after(schedule.due_date(local_last, today), None, tz))
+        first = schedule.start_after(schedule.due_date(local_last, today), None, tz)
+        t = first if first.astimezone(UTC) > start.astimezone(UTC) else start
         while len(out) < count:
             out.append(t)
             t = schedule.start_after(schedule.due_date(to_local_naive(t, tz), today), None, tz)

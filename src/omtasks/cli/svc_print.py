@@ -1,0 +1,135 @@
+"""`om SVC print config|schedule|status|runs` (SPEC 10)."""
+
+from __future__ import annotations
+
+import click
+
+from omtasks.cli.errors import OmError
+from omtasks.cli.service import service_name
+
+format_option = click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
+
+
+@click.group("print")
+def print_group() -> None:
+    """Print the service's config, schedule table, status or run history."""
+
+
+def _context():
+    from omtasks.runner.context import Context
+
+    return Context.create()
+
+
+def _config_path(ctx, name: str):
+    from omtasks.paths import service_conf_path
+
+    path = service_conf_path(name, ctx.root)
+    if not path.exists():
+        raise OmError(f"service '{name}' does not exist")
+    return path
+
+
+@print_group.command("config")
+@format_option
+def print_config(fmt: str) -> None:
+    """The file as it is; JSON: {section: {key[@scope]: raw value}}."""
+    from omtasks.cli.output import dump_json
+    from omtasks.config import load_service
+    from omtasks.paths import nodename, om_root, service_conf_path
+
+    name = service_name()
+    path = service_conf_path(name, om_root())
+    if not path.exists():
+        raise OmError(f"service '{name}' does not exist")
+    if fmt == "json":
+        click.echo(dump_json(load_service(path, nodename()).raw))
+    else:
+        click.echo(path.read_text(encoding="utf-8", errors="replace"), nl=False)
+
+
+@print_group.command("schedule")
+@format_option
+@click.option("--rid", help="only these entries (comma list of rids or actions)")
+def print_schedule(fmt: str, rid: str | None) -> None:
+    """The schedule table, computed live at now with the tick's code (read-only)."""
+    from omtasks.cli.output import dump_json, table
+    from omtasks.runner.table import schedule_rows
+
+    ctx = _context()
+    try:
+        name = service_name()
+        _config_path(ctx, name)
+        rows = schedule_rows(ctx, [name], rid)
+    finally:
+        ctx.close()
+    if fmt == "json":
+        click.echo(dump_json([r.as_json(ctx.tz) for r in rows]))
+        return
+    click.echo(table(["ACTION", "LAST_RUN", "NEXT_RUN", "CONFIG_PARAMETER", "SCHEDULE", "NOTE"],
+                     [r.as_row(ctx.tz) for r in rows]))
+
+
+@print_group.command("runs")
+@format_option
+@click.option("--rid", help="only runs of these rids (comma list)")
+@click.option("--state", help="only runs in these states (comma list)")
+@click.option("--node", help="only runs of this node")
+@click.option("--limit", type=click.IntRange(1, None), default=20, show_default=True)
+def print_runs(fmt: str, rid: str | None, state: str | None, node: str | None, limit: int) -> None:
+    """The run history, newest first."""
+    from sqlalchemy import select
+
+    from omtasks.cli.output import dump_json, table
+    from omtasks.db.schema import runs
+    from omtasks.timeutil import from_utc_naive, iso, show
+
+    ctx = _context()
+    try:
+        name = service_name()
+        c = runs.c
+        q = select(runs).where(c.service == name).order_by(c.id.desc()).limit(limit)
+        if rid:
+            q = q.where(c.rid.in_([r.strip() for r in rid.split(",")]))
+        if state:
+            q = q.where(c.state.in_([s.strip() for s in state.split(",")]))
+        if node:
+            q = q.where(c.node == node)
+        with ctx.engine.begin() as conn:
+            rows = conn.execute(q).fetchall()
+    finally:
+        ctx.close()
+    tz = ctx.tz
+    if fmt == "json":
+        keys = ("id", "service", "action", "rid", "node", "trigger", "state", "reason", "exit_code")
+        times = ("scheduled_for", "created_at", "started_at", "ended_at")
+        click.echo(dump_json([
+            {**{k: getattr(r, k) for k in keys}, **{k: iso(from_utc_naive(getattr(r, k)), tz) for k in times},
+             "requested_by": r.requested_by, "run_as": r.run_as} for r in rows]))
+        return
+    out = []
+    for r in rows:
+        duration = None
+        if r.started_at and r.ended_at:
+            duration = f"{(r.ended_at - r.started_at).total_seconds():.1f}s"
+        out.append([str(r.id), r.state, r.action, r.rid, r.node, r.trigger,
+                    show(from_utc_naive(r.scheduled_for), tz), show(from_utc_naive(r.started_at), tz),
+                    duration, None if r.exit_code is None else str(r.exit_code), r.reason])
+    click.echo(table(["ID", "STATE", "ACTION", "RID", "NODE", "TRIGGER", "SCHEDULED", "STARTED", "DURATION",
+                      "EXIT", "REASON"], out))
+
+
+@print_group.command("status")
+@format_option
+def print_status(fmt: str) -> None:
+    """Placement, every node's instance and resources, pending confirmations, compliance, outbox."""
+    from omtasks.cli.output import dump_json
+    from omtasks.runner.status import render_status, service_status
+
+    ctx = _context()
+    try:
+        name = service_name()
+        doc = service_status(ctx, name, _config_path(ctx, name))
+    finally:
+        ctx.close()
+    click.echo(dump_json(doc) if fmt == "json" else render_status(doc))

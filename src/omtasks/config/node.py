@@ -1,0 +1,122 @@
+"""`$OM_ROOT/etc/node.conf`: per-node runner settings (SPEC 3.7).
+
+A bad value never stops the runner: it becomes a Problem (logged by the
+caller) and the default is used.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from .ini import parse_ini
+from .problems import Problem, sort_problems
+from .values import is_node_name, parse_bounded_duration, parse_duration, parse_int
+
+_TRANSPORT_RE = re.compile(r"(ssh:[^\s/]+|local:/\S*)")
+
+
+@dataclass
+class NodeConfig:
+    max_running: int = 6
+    grace: int = 60
+    node_dead_after: int = 600
+    retention: int = 400 * 86400
+    collector_url: str | None = None
+    collector_token: str | None = None
+    node_transports: dict[str, str] = field(default_factory=dict)  # only the nodes.<node> keys set
+
+    @property
+    def has_collector(self) -> bool:
+        """Pushes are scheduled only when both url and token are set."""
+        return bool(self.collector_url and self.collector_token)
+
+    def transport_for(self, node: str) -> str:
+        """`ssh:<host>` or `local:<prefix>` used to reach `node` for syncs; `ssh:<node>` by default."""
+        return self.node_transports.get(node, f"ssh:{node}")
+
+
+def _url(text: str) -> str:
+    value = text.strip()
+    if not re.fullmatch(r"https?://\S+", value):
+        raise ValueError(f"'{text}' is not an http:// or https:// URL")
+    return value.rstrip("/")
+
+
+def _token(text: str) -> str:
+    value = text.strip()
+    if any(c.isspace() for c in value):
+        raise ValueError("must not contain blanks")
+    return value
+
+
+def _transport(text: str) -> str:
+    value = text.strip()
+    if not _TRANSPORT_RE.fullmatch(value):
+        raise ValueError(f"'{text}' is not ssh:<host> or local:<absolute path prefix>")
+    return value
+
+
+#: (section, keyword) -> (NodeConfig attribute, parser)
+_KEYWORDS: dict[tuple[str, str], tuple[str, Callable[[str], Any]]] = {
+    ("node", "max_running"): ("max_running", partial(parse_int, minimum=1)),
+    ("runner", "grace"): ("grace", parse_duration),
+    ("runner", "node_dead_after"): ("node_dead_after", partial(parse_bounded_duration, minimum=1)),
+    ("runner", "retention"): ("retention", partial(parse_bounded_duration, minimum=1)),
+    ("collector", "url"): ("collector_url", _url),
+    ("collector", "token"): ("collector_token", _token),
+}
+_SECTIONS = {"node", "runner", "collector", "nodes"}
+
+
+def load_node_config(path: str | Path) -> tuple[NodeConfig, list[Problem]]:
+    """Read node.conf; a missing file means every default, a bad value its default plus a Problem."""
+    path = Path(path)
+    config = NodeConfig()
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        return config, []
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8"
+        return config, [Problem("error", str(path), 0, "", "", f"cannot read: {reason}; using defaults")]
+    problems: list[Problem] = []
+
+    def report(severity: str, line: int, section: str, keyword: str, message: str) -> None:
+        problems.append(Problem(severity, str(path), line, section, keyword, message))
+
+    doc = parse_ini(text)
+    for issue in doc.issues:
+        report("error", issue.line, issue.section, issue.keyword, issue.message)
+    for section in doc.sections.values():
+        if section.name not in _SECTIONS:
+            report("warning", section.line, section.name, "", "unknown section, ignored")
+            continue
+        for entry in section.entries.values():
+            if section.name == "nodes":
+                if not is_node_name(entry.raw_key):
+                    report("error", entry.line, "nodes", entry.raw_key, "not a node name, ignored")
+                    continue
+                parse: Callable[[str], Any] = _transport
+                attribute = None
+            elif (section.name, entry.key) in _KEYWORDS:
+                attribute, parse = _KEYWORDS[(section.name, entry.key)]
+            else:
+                report("warning", entry.line, section.name, entry.raw_key, "unknown keyword, ignored")
+                continue
+            if not entry.value:
+                continue
+            try:
+                value = parse(entry.value)
+            except ValueError as exc:
+                report("error", entry.line, section.name, entry.raw_key, f"{exc}; using the default")
+                continue
+            if attribute is None:
+                config.node_transports[entry.raw_key] = value
+            else:
+                setattr(config, attribute, value)
+    return config, sort_problems(problems)

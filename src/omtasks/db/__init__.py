@@ -1,0 +1,15 @@
+"""The database layer: lifecycle here; tables in `schema`, the run store in `runs`.
+
+Importing this package never imports alembic (SPEC 2, 14).
+"""
+
+from omtasks.db.lifecycle import (
+    HEAD_REVISION,
+    DatabaseError,
+    SchemaBehind,
+    current,
+    open_engine,
+    upgrade,
+)
+
+__all__ = ["HEAD_REVISION", "DatabaseError", "SchemaBehind", "current", "open_engine", "upgrade"]

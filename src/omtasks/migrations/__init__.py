@@ -1,0 +1,1 @@
+"""Alembic migrations of the om database, shipped inside the package (see env.py)."""

@@ -1,0 +1,1 @@
+"""Running task commands for real: identities, processes, output, and process identity for reaping."""

@@ -1,0 +1,105 @@
+"""The services of this node: config files on disk versus the `services` table.
+
+A tick stats every `etc/*.conf` and parses only the files whose mtime or size
+changed since the table recorded them (SPEC 14: cost grows with the work, not
+with the number of services).  Parsed configs are cached for the process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy import delete, insert, select, update
+
+from omtasks.db.schema import nodes as nodes_table
+from omtasks.db.schema import services as services_table
+from omtasks.paths import etc_dir
+from omtasks.timeutil import to_utc_naive
+
+
+def service_files(root: Path) -> dict[str, Path]:
+    """name -> path of every service config (node.conf excluded)."""
+    folder = etc_dir(root)
+    try:
+        names = os.listdir(folder)
+    except FileNotFoundError:
+        return {}
+    return {n[:-5]: folder / n for n in sorted(names) if n.endswith(".conf") and n != "node.conf"}
+
+
+@dataclass
+class Catalog:
+    """The node's view of its service files for one command."""
+
+    ctx: object
+    files: dict[str, Path]
+    rows: dict[str, object]  # name -> services row of this node
+    changed: set[str] = field(default_factory=set)
+    removed: set[str] = field(default_factory=set)
+    _configs: dict[str, object] = field(default_factory=dict)
+
+    def config(self, name: str):
+        """The parsed config of `name` (parsed at most once per process)."""
+        cfg = self._configs.get(name)
+        if cfg is None:
+            from omtasks.config import load_service
+
+            cfg = load_service(self.files[name], self.ctx.node, shared_nodes=self.ctx.shared_nodes)
+            self._configs[name] = cfg
+        return cfg
+
+    def checksum(self, name: str) -> str | None:
+        if name in self._configs:
+            return self._configs[name].checksum
+        row = self.rows.get(name)
+        return row.checksum if row is not None else None
+
+
+def node_count(conn) -> int:
+    """How many node names the database knows: more than one means a shared database (SPEC 2)."""
+    return len(conn.execute(select(nodes_table.c.name)).fetchall())
+
+
+def reload(ctx, conn) -> Catalog:
+    """Stat the files, re-parse the changed ones and record them; forget the removed ones.
+
+    Returns the catalog; `changed` holds the services whose checksum changed or
+    which are new, `removed` those whose file is gone.  Errors of a new
+    checksum go to runner.log once.
+    """
+    from omtasks.runner.logs import runner_log
+
+    c = services_table.c
+    rows = {r.name: r for r in conn.execute(select(services_table).where(c.node == ctx.node))}
+    files = service_files(ctx.root)
+    cat = Catalog(ctx, files, rows)
+    for name, path in files.items():
+        try:
+            st = path.stat()
+        except OSError:
+            continue
+        row = rows.get(name)
+        if row is not None and row.mtime == st.st_mtime and row.size == st.st_size:
+            continue
+        cfg = cat.config(name)
+        values = {
+            "path": str(path), "checksum": cfg.checksum, "mtime": st.st_mtime, "size": st.st_size,
+            "valid": cfg.valid,
+            "errors": json.dumps([str(p) for p in cfg.problems]), "topology": cfg.topology,
+            "loaded_at": to_utc_naive(ctx.now),
+        }
+        if row is None:
+            conn.execute(insert(services_table).values(name=name, node=ctx.node, **values))
+        else:
+            conn.execute(update(services_table).where(c.name == name, c.node == ctx.node).values(values))
+        if row is None or row.checksum != cfg.checksum:
+            cat.changed.add(name)
+            for problem in cfg.problems:
+                runner_log(ctx, f"{name}: {problem}")
+    for name in set(rows) - set(files):
+        conn.execute(delete(services_table).where(c.name == name, c.node == ctx.node))
+        cat.removed.add(name)
+    return cat

@@ -1,0 +1,104 @@
+"""An entry's verdict at `now` (SPEC 8.2), read-only: shared by the tick and `print schedule`.
+
+The first verdict that applies wins, in the order of SPEC 8.2.  Nothing here
+writes: the tick claims the `due` ones, `print schedule` only shows them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select
+
+from omtasks import statemachine as sm
+from omtasks.db.schema import last_runs, runs
+from omtasks.runner.due import JitterKey, plan
+from omtasks.runner.entries import Entry
+from omtasks.runner.requires import unmet
+from omtasks.timeutil import from_utc_naive
+
+# Verdicts under which an expiring cron slot is dropped, not recorded as missed (SPEC 8.2).
+HOLDING = frozenset({"requires_unmet", "max_parallel", "awaiting_confirmation", "disabled",
+                     "service_disabled", "config_invalid"})
+LIVE_STATES = (sm.SCHEDULED, sm.ELIGIBLE, sm.AWAITING, sm.RUNNING)
+
+
+@dataclass
+class Verdict:
+    verdict: str
+    note: str | None
+    next_run: datetime | None = None
+    scheduled_for: datetime | None = None
+    slot: datetime | None = None
+    run_id: int | None = None
+
+
+@dataclass
+class Marker:
+    last_attempt_at: datetime | None = None
+    last_success_at: datetime | None = None
+
+
+class ServiceState:
+    """What the evaluation of one service's entries reads, loaded in two queries."""
+
+    def __init__(self, conn, service: str, node: str) -> None:
+        self.conn = conn
+        lr = last_runs.c
+        self.markers = {
+            (r.action, r.rid, r.scope): Marker(from_utc_naive(r.last_attempt_at), from_utc_naive(r.last_success_at))
+            for r in conn.execute(select(last_runs).where(lr.service == service, lr.scope.in_(("", node))))
+        }
+        c = runs.c
+        self.live = conn.execute(
+            select(c.id, c.action, c.rid, c.scope, c.node, c.state, c.scheduled_for, c.pid)
+            .where(c.service == service, c.state.in_(LIVE_STATES))
+        ).fetchall()
+
+    def marker(self, entry: Entry) -> Marker:
+        return self.markers.get((entry.action, entry.rid or "", entry.scope), Marker())
+
+    def live_runs(self, entry: Entry) -> list:
+        return [r for r in self.live
+                if r.action == entry.action and (r.rid or "") == (entry.rid or "") and r.scope == entry.scope]
+
+
+def evaluate(ctx, entry: Entry, service_cfg, state: ServiceState, *, boot: datetime | None,
+             first_seen: datetime | None = None, previous: str | None = None) -> Verdict:
+    """The verdict of `entry` at ctx.now; `previous` is the verdict stored by the last tick."""
+    if entry.static_verdict is not None:
+        return Verdict(entry.static_verdict, entry.static_reason)
+    live = state.live_runs(entry)
+    for r in live:
+        if r.state == sm.AWAITING:
+            exp = _expiry(state.conn, r.id)
+            until = exp.astimezone(ctx.tz).strftime("%H:%M:%S") if exp else "?"
+            return Verdict("awaiting_confirmation", f"awaiting confirmation (run {r.id}, until {until})",
+                           next_run=from_utc_naive(r.scheduled_for), run_id=r.id)
+    if entry.task is not None:
+        why = unmet(state.conn, service_cfg, entry.task, ctx.node)
+        if why is not None:
+            return Verdict("requires_unmet", why)
+    marker = state.marker(entry)
+    p = plan(entry.schedule, ctx.now, marker.last_attempt_at, grace=ctx.grace, boot=boot,
+             who=JitterKey(ctx.node, entry.service, entry.jitter_key), first_seen=first_seen)
+    busy = [r for r in live if r.state in (sm.ELIGIBLE, sm.RUNNING)]
+    if len(busy) >= entry.max_parallel:
+        nxt = p.next_run if p.verdict != "due" else p.scheduled_for
+        return Verdict("max_parallel", f"max parallel runs reached ({len(busy)}/{entry.max_parallel})",
+                       next_run=nxt)
+    if p.verdict == "missed":
+        if previous in HOLDING:
+            return Verdict("not_due", None, next_run=p.next_run)
+        return Verdict("missed", p.reason, next_run=p.next_run, slot=p.slot)
+    if p.verdict == "due":
+        return Verdict("due", None, scheduled_for=p.scheduled_for)
+    return Verdict("not_due", None, next_run=p.next_run)
+
+
+def _expiry(conn, run_id: int) -> datetime | None:
+    from omtasks.db.schema import confirmations
+
+    c = confirmations.c
+    return from_utc_naive(conn.execute(select(c.expires_at).where(c.run_id == run_id)).scalar())

@@ -1,0 +1,323 @@
+"""One pass of the runner (SPEC 8.3): lock, heartbeat, reload, reap, expire,
+re-check, evaluate and claim, launch.
+
+Cost grows with the due work, not with the number of entries: an entry whose
+config, marker and boot time are unchanged (its `plan_key`) and whose stored
+next run is still ahead is not evaluated again, and its service file is not
+even parsed.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import time
+import traceback
+from contextlib import contextmanager
+from datetime import datetime
+
+from sqlalchemy import delete, insert, select, update
+
+from omtasks import __version__
+from omtasks import statemachine as sm
+from omtasks.db.connect import reading
+from omtasks.db.markers import insert_ignore
+from omtasks.db.runs import LostRace, claim, record_missed, transition
+from omtasks.db.schema import last_runs, nodes, runs, schedule_decisions, schedule_entries
+from omtasks.paths import ensure_dir
+from omtasks.runner import catalog as catalog_mod
+from omtasks.runner import procinfo
+from omtasks.runner.entries import Entry, service_entries
+from omtasks.runner.evaluate import ServiceState, Verdict, evaluate
+from omtasks.runner.launch import spawn_worker
+from omtasks.runner.logs import ServiceLog, runner_log
+from omtasks.runner.reap import expire_confirmations, reap_dead, reap_local
+from omtasks.runner.worker import gate
+from omtasks.timeutil import from_utc_naive, to_utc_naive
+
+LOCK_WAIT = 45.0
+# Verdicts that only a config change can alter.
+STATIC = frozenset({"unscheduled", "disabled", "service_disabled", "not_here", "config_invalid"})
+# Verdicts that wait for a known instant.
+TIMED = frozenset({"not_due", "missed"})
+
+
+@contextmanager
+def tick_lock(ctx):
+    """The per-node tick lock (SPEC 8.3 step 1); yields False when the wait ran out."""
+    if os.environ.get("OM_TICK_LOCK") == "0":
+        yield True
+        return
+    path = ensure_dir(ctx.lock_dir) / f"tick.{ctx.node}.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o640)
+    try:
+        deadline = time.monotonic() + LOCK_WAIT
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    yield False
+                    return
+                time.sleep(0.2)
+        yield True
+    finally:
+        os.close(fd)
+
+
+def heartbeat(ctx, conn) -> None:
+    values = {"last_seen_at": to_utc_naive(ctx.now), "boot_time": to_utc_naive(procinfo.boot_time()),
+              "boot_id": procinfo.boot_id(), "version": __version__}
+    if not insert_ignore(conn, nodes, {"name": ctx.node, **values}):
+        conn.execute(update(nodes).where(nodes.c.name == ctx.node).values(values))
+
+
+def plan_key(checksum: str | None, marker: datetime | None, boot: datetime | None) -> str:
+    m = marker.isoformat() if marker else "never"
+    b = boot.isoformat() if boot else "-"
+    return f"{checksum}|{m}|{b}"
+
+
+class Tick:
+    def __init__(self, ctx, *, verbose: bool = False) -> None:
+        self.ctx = ctx
+        self.verbose = verbose
+        self.boot = procinfo.boot_time()
+        self.launched: list[int] = []
+
+    def run(self) -> None:
+        ctx = self.ctx
+        engine = ctx.engine
+        with engine.begin() as conn:
+            heartbeat(ctx, conn)
+            ctx.shared_nodes = catalog_mod.node_count(conn)
+            self.catalog = catalog_mod.reload(ctx, conn)
+            self.cancel_removed(conn)
+        with engine.begin() as conn:
+            reap_local(ctx, conn)
+            reap_dead(ctx, conn)
+            expire_confirmations(ctx, conn)
+        self.recheck()
+        self.evaluate_all()
+        self.launch()
+
+    # -- step 2/4: removed services and pending runs ---------------------------------
+
+    def cancel_removed(self, conn) -> None:
+        if not self.catalog.removed:
+            return
+        c = runs.c
+        rows = conn.execute(select(c.id, c.state).where(
+            c.service.in_(self.catalog.removed), c.node == self.ctx.node,
+            c.state.in_((sm.SCHEDULED, sm.ELIGIBLE, sm.AWAITING)))).fetchall()
+        for r in rows:
+            self._move(conn, r.id, r.state, sm.CANCELLED, "service deleted")
+        conn.execute(delete(schedule_entries).where(schedule_entries.c.service.in_(self.catalog.removed),
+                                                    schedule_entries.c.node == self.ctx.node))
+
+    def _move(self, conn, run_id: int, frm: str, to: str, reason: str) -> None:
+        try:
+            with conn.begin_nested():
+                transition(conn, run_id, frm, to, reason=reason, actor=f"runner@{self.ctx.node}", now=self.ctx.now)
+        except LostRace:
+            pass
+
+    def recheck(self) -> None:
+        """This node's pending scheduled runs: task gone, disabled or invalid, or requires unmet."""
+        ctx = self.ctx
+        c = runs.c
+        with ctx.engine.begin() as conn:
+            rows = conn.execute(select(runs).where(
+                c.node == ctx.node, c.trigger != "manual", c.action == "run",
+                c.state.in_((sm.SCHEDULED, sm.ELIGIBLE, sm.AWAITING)))).fetchall()
+            for r in rows:
+                if r.service not in self.catalog.files:
+                    stop = (sm.CANCELLED, "service deleted")
+                else:
+                    stop = gate(ctx, conn, r, self.catalog.config(r.service), live_checks=False)
+                if stop is not None:
+                    self._move(conn, r.id, r.state, *stop)
+
+    # -- step 6: evaluate and claim ----------------------------------------------------
+
+    def evaluate_all(self) -> None:
+        ctx = self.ctx
+        se = schedule_entries.c
+        with ctx.engine.begin() as conn:
+            stored: dict[str, dict] = {}
+            for row in conn.execute(select(schedule_entries).where(se.node == ctx.node)):
+                stored.setdefault(row.service, {})[(row.action, row.rid)] = row
+            markers = {(r.service, r.action, r.rid, r.scope): from_utc_naive(r.last_attempt_at)
+                       for r in conn.execute(select(last_runs).where(last_runs.c.scope.in_(("", ctx.node))))}
+        for name in self.catalog.files:
+            rows = stored.get(name, {})
+            if name not in self.catalog.changed and rows and all(
+                    self._quiet(name, row, markers) for row in rows.values()):
+                continue
+            try:
+                self.evaluate_service(name, rows)
+            except Exception:
+                runner_log(ctx, f"{name}: evaluation failed, service skipped this tick:\n{traceback.format_exc()}")
+
+    def _quiet(self, name: str, row, markers) -> bool:
+        checksum = self.catalog.checksum(name)
+        if row.verdict in STATIC:
+            return bool(row.plan_key) and row.plan_key.startswith(f"{checksum}|")
+        if row.verdict not in TIMED:
+            return False
+        if row.next_run_at is not None and from_utc_naive(row.next_run_at) <= self.ctx.now:
+            return False
+        return row.plan_key == plan_key(checksum, markers.get((name, row.action, row.rid, row.scope)), self.boot)
+
+    def evaluate_service(self, name: str, rows: dict) -> None:
+        ctx = self.ctx
+        cfg = self.catalog.config(name)
+        entries = service_entries(cfg, ctx.node)
+        if not cfg.valid and not entries:
+            self.invalidate(name, rows, cfg.first_error())
+            return
+        results = []
+        with reading(ctx.engine) as conn:
+            state = ServiceState(conn, name, ctx.node)
+            for entry in entries:
+                row = rows.get((entry.action, entry.rid or ""))
+                first_seen = from_utc_naive(row.created_at) if row is not None else ctx.now
+                verdict = evaluate(ctx, entry, cfg, state, boot=self.boot, first_seen=first_seen,
+                                   previous=row.verdict if row is not None else None)
+                results.append((entry, row, verdict, state.marker(entry).last_attempt_at))
+        stored = []
+        for entry, row, verdict, marker in results:
+            if verdict.verdict == "due":
+                verdict = self.claim(entry, cfg, verdict)
+            stored.append((entry, row, verdict, marker))
+        seen = {(e.action, e.rid or "") for e in entries}
+        with ctx.engine.begin() as conn:
+            for entry, row, verdict, marker in stored:
+                self.store(conn, entry, cfg, verdict, row, marker)
+            for action, rid in (k for k in rows if k not in seen):
+                conn.execute(delete(schedule_entries).where(
+                    schedule_entries.c.service == name, schedule_entries.c.node == ctx.node,
+                    schedule_entries.c.action == action, schedule_entries.c.rid == rid))
+
+    def claim(self, entry: Entry, cfg, verdict: Verdict) -> Verdict:
+        ctx = self.ctx
+        task = entry.task
+        timeout = task.confirmation_timeout if task is not None and task.confirmation else None
+        result = claim(ctx.engine, service=entry.service, action=entry.action, rid=entry.rid, scope=entry.scope,
+                       node=ctx.node, now=ctx.now, scheduled_for=verdict.scheduled_for,
+                       max_parallel=entry.max_parallel, confirmation_timeout=timeout, actor=f"runner@{ctx.node}",
+                       run_as=task.user if task is not None else None,
+                       command=task.command if task is not None else None,
+                       placement_epoch=self.epoch(entry.service))
+        if result.run_id is not None and result.state == sm.AWAITING:
+            until = result.expires_at.astimezone(ctx.tz).strftime("%Y-%m-%d %H:%M:%S")
+            ServiceLog(ctx, entry.service, terminal=False).line(
+                entry.rid, "WARNING",
+                f"run {result.run_id} awaits confirmation until {until}: "
+                f"om {entry.service} confirm --run {result.run_id} --yes", result.run_id)
+        if result.verdict == "due":
+            return Verdict("due", f"run {result.run_id} claimed", scheduled_for=result.scheduled_for,
+                           run_id=result.run_id)
+        return Verdict(result.verdict, result.reason, run_id=result.run_id or result.winner_id)
+
+    def epoch(self, service: str) -> int | None:
+        from omtasks.runner.requires import placement
+
+        with self.ctx.engine.begin() as conn:
+            p = placement(conn, service)
+        return p.epoch if p is not None else None
+
+    def store(self, conn, entry: Entry, cfg, verdict: Verdict, row, marker: datetime | None) -> None:
+        """Record the verdict; a decision row when it changed; the missed cron slot once."""
+        ctx = self.ctx
+        # a claimed (due) entry is always evaluated again: its plan_key stays empty
+        key = None if verdict.verdict == "due" else plan_key(cfg.checksum, marker, self.boot)
+        values = {
+            "config_parameter": entry.config_parameter, "definition": entry.definition, "dialect": entry.dialect,
+            "scope": entry.scope, "next_run_at": to_utc_naive(verdict.next_run) if verdict.next_run else None,
+            "verdict": verdict.verdict, "reason": verdict.note, "evaluated_at": to_utc_naive(ctx.now),
+            "plan_key": key,
+        }
+        if verdict.verdict == "missed" and verdict.slot is not None:
+            record_missed(conn, service=entry.service, node=ctx.node, action=entry.action, rid=entry.rid,
+                          scope=entry.scope, slot=verdict.slot, reason=verdict.note, now=ctx.now)
+        elif row is None or row.verdict != verdict.verdict or row.reason != verdict.note:
+            conn.execute(insert(schedule_decisions).values(
+                at=to_utc_naive(ctx.now), service=entry.service, node=ctx.node, action=entry.action,
+                rid=entry.rid or "", scope=entry.scope, verdict=verdict.verdict, reason=verdict.note,
+                run_id=verdict.run_id))
+        if self.verbose and (row is None or row.verdict != verdict.verdict):
+            print(f"{entry.service} {entry.rid or entry.action}: {verdict.verdict}"
+                  + (f" ({verdict.note})" if verdict.note else ""))
+        se = schedule_entries.c
+        if row is None:
+            conn.execute(insert(schedule_entries).values(
+                service=entry.service, node=ctx.node, action=entry.action, rid=entry.rid or "",
+                created_at=to_utc_naive(ctx.now), **values))
+        else:
+            conn.execute(update(schedule_entries).where(
+                se.service == entry.service, se.node == ctx.node, se.action == entry.action,
+                se.rid == (entry.rid or "")).values(values))
+
+    def invalidate(self, name: str, rows: dict, reason: str | None) -> None:
+        """A file that cannot be parsed keeps its recorded entries, as config_invalid (SPEC 8.1)."""
+        se = schedule_entries.c
+        with self.ctx.engine.begin() as conn:
+            conn.execute(update(schedule_entries).where(se.service == name, se.node == self.ctx.node).values(
+                verdict="config_invalid", reason=f"config invalid: {reason}", next_run_at=None,
+                plan_key=f"{self.catalog.checksum(name)}|", evaluated_at=to_utc_naive(self.ctx.now)))
+
+    # -- step 7: launch ----------------------------------------------------------------
+
+    def launch(self) -> None:
+        ctx = self.ctx
+        c = runs.c
+        with ctx.engine.begin() as conn:
+            pending = conn.execute(
+                select(c.id, c.service, c.action, c.rid).where(
+                    c.node == ctx.node, c.state == sm.ELIGIBLE, c.pid.is_(None), c.trigger != "manual")
+                .order_by((c.action != "run"), c.scheduled_for, c.id)).fetchall()
+            if not pending:
+                return
+            busy = conn.execute(select(c.id).where(
+                c.node == ctx.node, c.trigger != "manual",
+                (c.state == sm.RUNNING) | ((c.state == sm.ELIGIBLE) & c.pid.is_not(None)))).fetchall()
+        cap = int(ctx.node_config.max_running)
+        free = max(0, cap - len(busy))
+        for r in pending[:free]:
+            self.spawn([r.id])
+        if len(pending) > free:
+            note = f"waiting for a launch slot ({len(busy) + free}/{cap} running)"
+            se = schedule_entries.c
+            with ctx.engine.begin() as conn:
+                for r in pending[free:]:
+                    conn.execute(update(schedule_entries).where(
+                        se.service == r.service, se.node == ctx.node, se.action == r.action,
+                        se.rid == (r.rid or "")).values(verdict="node_cap", reason=note, plan_key=None))
+
+    def spawn(self, run_ids: list[int]) -> None:
+        pid = spawn_worker(self.ctx, run_ids)
+        if pid is not None:
+            self.launched.append(pid)
+
+    def wait(self) -> None:
+        """--wait: return once every worker this tick launched has exited."""
+        while any(procinfo.is_alive(pid, None, None) for pid in self.launched):
+            time.sleep(0.1)
+
+
+def run_tick(ctx, *, verbose: bool = False, wait: bool = False) -> int:
+    from omtasks.timeutil import read_now
+
+    with tick_lock(ctx) as held:
+        if not held:
+            runner_log(ctx, "tick skipped: previous tick still running")
+            return 0
+        if not ctx.explicit_now:
+            ctx.now = read_now(ctx.tz)
+        tick = Tick(ctx, verbose=verbose)
+        tick.run()
+    if wait:
+        tick.wait()
+    return 0
