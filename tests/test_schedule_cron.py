@@ -151,13 +151,20 @@ def _vixie_days(expr, start, count):
 @pytest.mark.parametrize(
     "expr",
     ["0 0 13 * 5", "0 0 1,15 * 1", "0 0 */2 * 5", "0 0 13 * */2", "0 0 1-7 * 1", "0 0 * * 1",
-     "0 0 13 * *", "0 0 */10 * 1-3", "0 0 31 * */3"],
+     "0 0 13 * *", "0 0 */10 * 1-3", "0 0 31 * */3", "0 0 */2,4 * 5", "0 0 *,13 * 1", "0 0 13 * 0-6"],
 )
 def test_day_of_month_day_of_week_rule(expr):
     got = [t.strftime("%Y-%m-%d") for t in slots(expr, "2026-01-01T00:00:00", 25)]
     assert got == _vixie_days(expr, datetime(2026, 1, 1), 25)
     it = croniter(expr, datetime(2025, 12, 31, 23, 59), implement_cron_bug=True)
     assert got == [it.get_next(datetime).strftime("%Y-%m-%d") for _ in range(25)]
+
+
+@pytest.mark.parametrize("expr", ["0 0 13 * 1,*", "0 0 1,* * 5", "0 0 13 * 5-5"])
+def test_day_rule_depends_on_the_first_character_only(expr):
+    # a field that does not start with `*` is restricted even when it allows every value (Vixie)
+    got = [t.strftime("%Y-%m-%d") for t in slots(expr, "2026-01-01T00:00:00", 25)]
+    assert got == _vixie_days(expr.replace("5-5", "5"), datetime(2026, 1, 1), 25)
 
 
 def test_both_restricted_is_or_star_step_is_and():
@@ -332,3 +339,18 @@ def test_no_hint_without_colon():
     with pytest.raises(ScheduleSyntaxError) as info:
         parse_schedule("61 * * * *")
     assert "networker" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("expr", "expected"),
+    [
+        ("0 3-3 * * *", ["2026-01-01T03:00:00", "2026-01-02T03:00:00"]),
+        ("0 0 5-5 * *", ["2026-01-05T00:00:00", "2026-02-05T00:00:00"]),
+        ("0 0 * feb-feb *", ["2026-02-01T00:00:00", "2026-02-02T00:00:00"]),
+        ("0 0 * * 3-3/2", ["2026-01-07T00:00:00", "2026-01-14T00:00:00"]),
+        ("7-7 12 * * *", ["2026-01-01T12:07:00", "2026-01-02T12:07:00"]),
+    ],
+)
+def test_single_value_ranges(expr, expected):
+    # `a-a` is the single value a (croniter alone would read it as `*`)
+    assert [t.strftime(FMT) for t in slots(expr, "2026-01-01T00:00:00", 2)] == expected

@@ -22,7 +22,8 @@ def table(headers: list[str], rows: list[list[str | None]]) -> str:
     cells = [[h.upper() for h in headers]] + [[c if c else "-" for c in row] for row in rows]
     widths = [max(len(line[i]) for line in cells) for i in range(len(headers))]
     return "\n".join(
-        "  ".join([c.ljust(w) for c, w in zip(line[:-1], widths[:-1], strict=True)] + [line[-1]]) for line in cells
+        "  ".join([c.ljust(w) for c, w in zip(line[:-1], widths[:-1], strict=True)] + [line[-1]])
+        for line in cells
     )
 
 

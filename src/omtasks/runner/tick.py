@@ -255,7 +255,8 @@ class Tick:
             conn.execute(insert(schedule_entries).values(
                 service=entry.service, node=ctx.node, action=entry.action, rid=entry.rid or "",
                 created_at=to_utc_naive(ctx.now), **values))
-        else:
+        elif any(getattr(row, k) != v for k, v in values.items() if k != "evaluated_at"):
+            # evaluated_at alone is not worth a write: it moves only with a change
             conn.execute(update(schedule_entries).where(
                 se.service == entry.service, se.node == ctx.node, se.action == entry.action,
                 se.rid == (entry.rid or "")).values(values))

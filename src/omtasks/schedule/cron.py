@@ -102,7 +102,26 @@ def parse(value: str, body: str, base: int) -> CronSchedule:
         raise fail(f"expected 5 fields, got {len(fields)}", body)
     for (text, at), field in zip(spans, FIELDS, strict=True):
         _check_field(text, field, lambda detail, token, at=at: fail(detail, token, at))
-    return CronSchedule(value, " ".join(fields), body)
+    return CronSchedule(value, " ".join(_normalize(text, field) for text, field in zip(fields, FIELDS, strict=True)),
+                        body)
+
+
+def _normalize(text: str, field: tuple) -> str:
+    """Spell a field so croniter reads it as Vixie cron does.
+
+    croniter reads a single-value range `a-a[/n]` as `*`, and treats a field with a `*`
+    element anywhere as unrestricted for the day-of-month/day-of-week rule, where only a
+    field starting with `*` is (SPEC 4.5): `a-a` becomes `a`, a later bare `*` the full range.
+    """
+    out = []
+    for i, element in enumerate(text.split(",")):
+        star, a, b, step = _ELEMENT_RE.match(element).groups()
+        if star and step is None and i > 0:
+            element = f"{field[1]}-{field[2]}"
+        elif not star and b is not None and _value(a, field, None) == _value(b, field, None):
+            element = a
+        out.append(element)
+    return ",".join(out)
 
 
 class CronSchedule:
