@@ -21,9 +21,11 @@ upgrades or locks the database a test is looking at.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +34,9 @@ from sqlalchemy.pool import NullPool
 
 #: the `om` console script of the interpreter running the tests
 OM_BIN = str(Path(sys.executable).with_name("om"))
+
+#: a terminal log line of SPEC 5.6: `HH:MM:SS,mmm <rid:11> <LEVEL:7> message`
+LOG_LINE = re.compile(r"^(\d{2}):(\d{2}):(\d{2}),(\d{3}) (.{11}) (DEBUG  |INFO   |WARNING|ERROR  ) (.*)$")
 
 #: variables never inherited by an `om` subprocess (tests set them explicitly)
 _SCRUBBED = ("OM_ROOT", "OM_DB_URL", "OM_NOW", "OM_NODENAME", "OM_TICK_LOCK", "OM_BOOT_TIME", "TZ")
@@ -162,3 +167,26 @@ def runner_log_text(root: Path) -> str:
     """`$root/var/log/runner.log`, '' when missing."""
     path = root / "var" / "log" / "runner.log"
     return path.read_text(errors="replace") if path.exists() else ""
+
+
+def wait_rows(root: Path, sql: str, timeout: float = 10, **params: Any) -> list[dict[str, Any]]:
+    """Poll `db_rows(root, sql, **params)` until it returns rows (the database may not exist yet); [] on timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            rows = db_rows(root, sql, **params)
+        except Exception:  # database not created yet, or busy
+            rows = []
+        if rows or time.monotonic() >= deadline:
+            return rows
+        time.sleep(0.05)
+
+
+def log_lines(stderr: str) -> list[tuple[str, str, str]]:
+    """The terminal log lines of `stderr` as (rid, level, message), stripped; other lines are left out."""
+    found = []
+    for line in stderr.splitlines():
+        m = LOG_LINE.match(line)
+        if m:
+            found.append((m.group(5).strip(), m.group(6).strip(), m.group(7)))
+    return found

@@ -23,6 +23,11 @@ ACTIONS = {
     "validate": ("omtasks.cli.svc_config:validate", "validate the config"),
     "enable": ("omtasks.cli.svc_config:enable", "remove disable = true from resources"),
     "disable": ("omtasks.cli.svc_config:disable", "set disable = true on resources"),
+    "start": ("omtasks.cli.svc_instance:start", "start the local instance"),
+    "stop": ("omtasks.cli.svc_instance:stop", "stop the local instance"),
+    "switch": ("omtasks.cli.svc_instance:switch", "move a failover service to another node"),
+    "freeze": ("omtasks.cli.svc_instance:freeze", "stop convergence of the local instance"),
+    "thaw": ("omtasks.cli.svc_instance:thaw", "resume convergence of the local instance"),
 }
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import click
 
 from omtasks.cli.output import FORMATS, dump_json, table
@@ -33,7 +35,7 @@ def ls(fmt: str) -> None:
 
     ctx = Context.create()
     files = service_files(ctx.root)
-    with database_errors(), ctx.engine.connect() as conn:
+    with database_errors(), contextlib.closing(ctx), ctx.engine.connect() as conn:
         shared = node_count(conn)
         p = placements.c
         active = {service: node for service, node in conn.execute(select(p.service, p.active_node))}

@@ -56,7 +56,7 @@ def _context() -> Iterator[Context]:
         ctx.close()
 
 
-def _shared_nodes(ctx) -> int:
+def _shared_nodes(ctx: Context) -> int:
     """Node names the database knows; more than one makes `[DEFAULT] nodes` mandatory (SPEC 2)."""
     from omtasks.runner.catalog import node_count
 
@@ -119,14 +119,14 @@ def _parse_kws(kws: tuple[str, ...], *, with_value: bool) -> list[tuple[str, ...
         raise click.UsageError(str(exc)) from None
 
 
-def _edited(text: str, sets: list, unsets: list) -> str:
+def _edited(text: str, sets: list[tuple[str, ...]], unsets: list[tuple[str, ...]]) -> str:
     try:
         return edit_service_text(text, sets, unsets)
     except ValueError as exc:  # a value holding a line break
         raise click.UsageError(str(exc)) from None
 
 
-def _validate_or_refuse(ctx, name: str, path: Path, text: str) -> None:
+def _validate_or_refuse(ctx: Context, name: str, path: Path, text: str) -> None:
     """Print every problem of `text` on stderr; on any error add `nothing written` and exit 1 (SPEC 12)."""
     from omtasks.config import parse_service_text
 
@@ -138,7 +138,9 @@ def _validate_or_refuse(ctx, name: str, path: Path, text: str) -> None:
         raise OmError("", 1)
 
 
-def _apply(ctx, name: str, path: Path, text: str, sets: list, unsets: list) -> None:
+def _apply(
+    ctx: Context, name: str, path: Path, text: str, sets: list[tuple[str, ...]], unsets: list[tuple[str, ...]]
+) -> None:
     """Edit, validate the result, and replace the file only when the edit changed it."""
     new = _edited(text, sets, unsets)
     _validate_or_refuse(ctx, name, path, new)
@@ -146,10 +148,9 @@ def _apply(ctx, name: str, path: Path, text: str, sets: list, unsets: list) -> N
         write_atomic(path, new)
 
 
-def _edit_file(sets: list, unsets: list) -> None:
+def _edit_file(sets: list[tuple[str, ...]], unsets: list[tuple[str, ...]]) -> None:
     name = service_name()
-    ctx = _context()
-    with _locked_file(ctx.root, name) as path:
+    with _context() as ctx, _locked_file(ctx.root, name) as path:
         _apply(ctx, name, path, _read(path), sets, unsets)
 
 
@@ -169,9 +170,8 @@ def create(kws: tuple[str, ...], source: IO[bytes] | None) -> None:
         raise OmError(problem)
     sets = _parse_kws(kws, with_value=True)
     text = _decode(source.read(), source.name) if source is not None else ""
-    ctx = _context()
-    path = service_conf_path(name, ctx.root)
-    with _config_lock(ctx.root, name):
+    with _context() as ctx, _config_lock(ctx.root, name):
+        path = service_conf_path(name, ctx.root)
         if path.exists():
             raise OmError(f"service '{name}' already exists")
         new = _edited(text, sets, [])
@@ -187,15 +187,15 @@ def delete() -> None:
     Prints one line naming the cancelled runs, if any.
     """
     name = service_name()
-    ctx = _context()
-    with _locked_file(ctx.root, name) as path:
-        path.unlink()
-    cancelled = _cancel_pending(ctx, name)
+    with _context() as ctx:
+        with _locked_file(ctx.root, name) as path:
+            path.unlink()
+        cancelled = _cancel_pending(ctx, name)
     if cancelled:
         click.echo(f"{name}: cancelled pending runs {' '.join(map(str, cancelled))}")
 
 
-def _cancel_pending(ctx, name: str) -> list[int]:
+def _cancel_pending(ctx: Context, name: str) -> list[int]:
     """Cancel this node's claimed-not-started runs (`service deleted`) and drop its schedule entries.
 
     The file goes first, so a concurrent tick cannot claim a new slot after the
@@ -269,8 +269,8 @@ def validate_config() -> None:
     from omtasks.config import load_service
 
     name = service_name()
-    ctx = _context()
-    cfg = load_service(_existing(ctx.root, name), ctx.node, shared_nodes=_shared_nodes(ctx))
+    with _context() as ctx:
+        cfg = load_service(_existing(ctx.root, name), ctx.node, shared_nodes=_shared_nodes(ctx))
     for problem in cfg.problems:
         click.echo(str(problem))
     click.echo(f"{len(cfg.errors)} error(s), {len(cfg.warnings)} warning(s)")
@@ -310,8 +310,7 @@ def _toggle(selectors: tuple[str, ...], *, disable: bool) -> None:
     """Disable: `disable = true`; enable: no `disable` key.  Scoped `disable@...` keys are removed in
     both cases, so the resource ends up disabled (or enabled) on every node."""
     name = service_name()
-    ctx = _context()
-    with _locked_file(ctx.root, name) as path:
+    with _context() as ctx, _locked_file(ctx.root, name) as path:
         text = _read(path)
         sections = parse_ini(text).sections
         sets, unsets = [], []

@@ -35,6 +35,7 @@ class Context:
     tz: tzinfo
     explicit_now: bool = False
     shared_nodes: int = 1  # node names in the database; > 1 means a cluster (SPEC 2)
+    tz_mismatch: str | None = None  # set when this node's zone is not the cluster's (SPEC 2)
     _engine: object = field(default=None, repr=False)
 
     @classmethod

@@ -69,6 +69,8 @@ def evaluate(ctx, entry: Entry, service_cfg, state: ServiceState, *, boot: datet
     """The verdict of `entry` at ctx.now; `previous` is the verdict stored by the last tick."""
     if entry.static_verdict is not None:
         return Verdict(entry.static_verdict, entry.static_reason)
+    if ctx.tz_mismatch and entry.scope == "":
+        return Verdict("config_invalid", ctx.tz_mismatch)
     live = state.live_runs(entry)
     for r in live:
         if r.state == sm.AWAITING:

@@ -23,7 +23,17 @@ from omtasks import statemachine as sm
 from omtasks.db.connect import reading
 from omtasks.db.markers import insert_ignore
 from omtasks.db.runs import LostRace, claim, record_missed, transition
-from omtasks.db.schema import last_runs, nodes, runs, schedule_decisions, schedule_entries
+from omtasks.db.schema import (
+    cluster,
+    instances,
+    last_runs,
+    nodes,
+    placements,
+    runs,
+    schedule_decisions,
+    schedule_entries,
+    services,
+)
 from omtasks.paths import ensure_dir
 from omtasks.runner import catalog as catalog_mod
 from omtasks.runner import procinfo
@@ -33,7 +43,7 @@ from omtasks.runner.launch import spawn_worker
 from omtasks.runner.logs import ServiceLog, runner_log
 from omtasks.runner.reap import expire_confirmations, reap_dead, reap_local
 from omtasks.runner.worker import gate
-from omtasks.timeutil import from_utc_naive, to_utc_naive
+from omtasks.timeutil import from_utc_naive, to_utc_naive, zone_name
 
 LOCK_WAIT = 45.0
 # Verdicts that only a config change can alter.
@@ -91,16 +101,69 @@ class Tick:
         engine = ctx.engine
         with engine.begin() as conn:
             heartbeat(ctx, conn)
+            self.check_cluster(conn)
             ctx.shared_nodes = catalog_mod.node_count(conn)
             self.catalog = catalog_mod.reload(ctx, conn)
             self.cancel_removed(conn)
+            if ctx.shared_nodes > 1:
+                self.warn_copies(conn)
         with engine.begin() as conn:
             reap_local(ctx, conn)
             reap_dead(ctx, conn)
             expire_confirmations(ctx, conn)
         self.recheck()
+        self.converge()
         self.evaluate_all()
         self.launch()
+
+    # -- step 1: the cluster's zone and config copies -----------------------------------
+
+    def check_cluster(self, conn) -> None:
+        """Record the cluster's zone (first node) and warn when this node's differs (SPEC 2)."""
+        mine = zone_name(self.ctx.tz)
+        row = conn.execute(select(cluster.c.tz).where(cluster.c.id == 1)).first()
+        if row is None:
+            insert_ignore(conn, cluster, {"id": 1, "tz": mine})
+        elif row.tz != mine:
+            self.ctx.tz_mismatch = f"time zone {mine} differs from the cluster's {row.tz}"
+            runner_log(self.ctx, self.ctx.tz_mismatch)
+
+    def warn_copies(self, conn) -> None:
+        """Config copies that differ between nodes: a slot may then run twice (SPEC 2)."""
+        sc = services.c
+        sums: dict[str, set] = {}
+        for r in conn.execute(select(sc.name, sc.checksum).where(sc.name.in_(list(self.catalog.files)))):
+            sums.setdefault(r.name, set()).add(r.checksum)
+        for name, values in sums.items():
+            if len(values) > 1:
+                runner_log(self.ctx, f"{name}: the config file differs between nodes; a slot may run twice")
+
+    # -- step 5: converge failover instances ---------------------------------------------
+
+    def converge(self) -> None:
+        """Start or stop this node's instances towards their placement (SPEC 6.2)."""
+        from omtasks.runner.instance import UP_LIKE, convergence_action, queue_convergence
+        from omtasks.runner.reap import dead_nodes
+
+        ctx = self.ctx
+        with ctx.engine.begin() as conn:
+            active = {r.service: r.active_node for r in conn.execute(select(placements))
+                      if r.active_node is not None}
+            states = {r.service: (r.state, r.frozen) for r in conn.execute(
+                select(instances).where(instances.c.node == ctx.node))}
+            dead = set(dead_nodes(ctx, conn))
+            for name, node in active.items():
+                if name not in self.catalog.files:
+                    continue
+                state, frozen = states.get(name, ("down", False))
+                if frozen or (node != ctx.node and state not in UP_LIKE) or (node == ctx.node and state == "up"):
+                    continue  # nothing to converge: skip parsing the file
+                try:
+                    action = convergence_action(conn, ctx, self.catalog.config(name), dead)
+                    if action is not None:
+                        queue_convergence(conn, ctx, self.catalog.config(name), action)
+                except Exception:
+                    runner_log(ctx, f"{name}: convergence failed:\n{traceback.format_exc()}")
 
     # -- step 2/4: removed services and pending runs ---------------------------------
 

@@ -28,6 +28,8 @@ def gate(ctx, conn, run, service_cfg, *, live_checks: bool) -> tuple[str, str] |
         return sm.CANCELLED, "config invalid"
     if service_cfg.disable:
         return sm.CANCELLED, "service disabled"
+    if run.action != "run":
+        return None  # built-in actions have no task section to check
     task = service_cfg.tasks.get(run.rid)
     if task is None:
         return sm.CANCELLED, "task deleted"
