@@ -35,8 +35,8 @@ from sqlalchemy.pool import NullPool
 #: the `om` console script of the interpreter running the tests
 OM_BIN = str(Path(sys.executable).with_name("om"))
 
-#: a terminal log line of SPEC 5.6: `HH:MM:SS,mmm <rid:11> <LEVEL:7> message`
-LOG_LINE = re.compile(r"^(\d{2}):(\d{2}):(\d{2}),(\d{3}) (.{11}) (DEBUG  |INFO   |WARNING|ERROR  ) (.*)$")
+#: a terminal log line of SPEC 5.6: `HH:MM:SS,mmm <rid:11> <LEVEL:7> message` (a longer rid is not cut)
+LOG_LINE = re.compile(r"^(\d{2}):(\d{2}):(\d{2}),(\d{3}) (.{11}|\S{12,}) (DEBUG  |INFO   |WARNING|ERROR  ) (.*)$")
 
 #: variables never inherited by an `om` subprocess (tests set them explicitly)
 _SCRUBBED = ("OM_ROOT", "OM_DB_URL", "OM_NOW", "OM_NODENAME", "OM_TICK_LOCK", "OM_BOOT_TIME", "TZ")

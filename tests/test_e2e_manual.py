@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from omtest import db_rows, log_lines, make_root, om, om_cmd, om_env, wait_rows, write_service
 
 NO_MATCH = "no resource match the given --rid, --subset and --tags specifiers"
@@ -142,8 +143,8 @@ def test_log_lines_service_log_run_log_and_output_tail(tmp_path: Path) -> None:
     service_log = root / "var" / "log" / "svc.log"
     assert stat.S_IMODE(service_log.stat().st_mode) == 0o640
     text = service_log.read_text().splitlines()
-    pattern = (r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2},\d{3} n1 run=%d task#0      INFO    "
-               r"/bin/sh -c '/usr/bin/seq 1 2000; echo oops >&2'" % run["id"])
+    pattern = (r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2},\d{3} n1 run=" + str(run["id"])
+               + r" task#0      INFO    /bin/sh -c '/usr/bin/seq 1 2000; echo oops >&2'")
     assert re.fullmatch(pattern, text[0]), text[0]
     assert text[-1].endswith(f"n1 run={run['id']} task#0      ERROR   | oops")
 

@@ -28,6 +28,8 @@ ACTIONS = {
     "switch": ("omtasks.cli.svc_instance:switch", "move a failover service to another node"),
     "freeze": ("omtasks.cli.svc_instance:freeze", "stop convergence of the local instance"),
     "thaw": ("omtasks.cli.svc_instance:thaw", "resume convergence of the local instance"),
+    "compliance": ("omtasks.cli.svc_builtin:compliance", "run compliance modules: check or fix"),
+    "sync": ("omtasks.cli.svc_builtin:sync", "copy sync resources to their target nodes now"),
 }
 
 

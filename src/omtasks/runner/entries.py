@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from omtasks.config import ServiceConfig, TaskConfig, task_scope
+from omtasks.config import ServiceConfig, TaskConfig, rid_sort_key, task_scope
 
 
 @dataclass
@@ -70,8 +70,17 @@ def _parse(definition: str):
         return None
 
 
-def service_entries(service: ServiceConfig, node: str) -> list[Entry]:
-    """Every entry of `service` as `node` sees it, in rid order."""
+# service-level actions: (action, DEFAULT keyword)
+BUILTINS = (
+    ("status", "status_schedule"),
+    ("push_resinfo", "resinfo_schedule"),
+    ("push_config", "push_schedule"),
+    ("compliance_auto", "comp_schedule"),
+)
+
+
+def service_entries(service: ServiceConfig, node: str, node_config=None) -> list[Entry]:
+    """Every entry of `service` as `node` sees it: tasks in rid order, syncs, then the built-in actions."""
     entries = []
     for rid in service.sorted_task_rids():
         task = service.tasks[rid]
@@ -79,11 +88,37 @@ def service_entries(service: ServiceConfig, node: str) -> list[Entry]:
         entry = Entry(service.name, "run", rid, f"{rid}.schedule", task.schedule, scope, None, task=task)
         _settle(entry, service, node, task.errors, task.schedule_error, task.disable)
         entries.append(entry)
+    for rid in sorted(service.syncs, key=rid_sort_key):
+        sync = service.syncs[rid]
+        scope = "" if service.topology == "failover" else node
+        entry = Entry(service.name, "sync_update", rid, f"{rid}.schedule", sync.schedule, scope, None)
+        missing = None if sync_targets(service, sync, node) else "no sync target"
+        _settle(entry, service, node, sync.errors, sync.schedule_error, sync.disable, missing)
+        entries.append(entry)
+    collector = bool(node_config is not None and node_config.has_collector)
+    for action, keyword in BUILTINS:
+        definition = getattr(service.defaults, keyword)
+        missing = None
+        if action in ("push_resinfo", "push_config") and not collector:
+            missing = "no collector configured"
+        elif action == "compliance_auto" and not service.defaults.comp_modules:
+            missing = "no compliance modules"
+        entry = Entry(service.name, action, None, f"DEFAULT.{keyword}", definition, node, None)
+        _settle(entry, service, node, [], service.defaults.schedule_errors.get(keyword), False, missing)
+        entries.append(entry)
     return entries
 
 
+def sync_targets(service: ServiceConfig, sync, node: str) -> list[str]:
+    """The nodes a sync copies to: its `target` families, this node excluded."""
+    nodes: list[str] = []
+    for family in sync.target:
+        nodes += service.nodes if family == "nodes" else service.drpnodes
+    return [n for n in dict.fromkeys(nodes) if n != node]
+
+
 def _settle(entry: Entry, service: ServiceConfig, node: str, errors, schedule_error: str | None,
-            disabled: bool) -> None:
+            disabled: bool, not_configured: str | None = None) -> None:
     """Static verdicts, first that applies (SPEC 8.2 order)."""
     if service.disable:
         entry.static_verdict, entry.static_reason = "service_disabled", "disabled"
@@ -100,3 +135,5 @@ def _settle(entry: Entry, service: ServiceConfig, node: str, errors, schedule_er
             entry.static_verdict, entry.static_reason = "config_invalid", "config invalid: bad schedule"
         elif entry.schedule.dialect == "none":
             entry.static_verdict, entry.static_reason = "unscheduled", "unscheduled (manual runs only)"
+        elif not_configured:
+            entry.static_verdict, entry.static_reason = "not_configured", not_configured

@@ -15,7 +15,7 @@ from omtasks import statemachine as sm
 from omtasks.db.schema import last_runs, runs
 from omtasks.runner.due import JitterKey, plan
 from omtasks.runner.entries import Entry
-from omtasks.runner.requires import unmet
+from omtasks.runner.requires import sync_refusal, unmet
 from omtasks.timeutil import from_utc_naive
 
 # Verdicts under which an expiring cron slot is dropped, not recorded as missed (SPEC 8.2).
@@ -80,6 +80,10 @@ def evaluate(ctx, entry: Entry, service_cfg, state: ServiceState, *, boot: datet
                            next_run=from_utc_naive(r.scheduled_for), run_id=r.id)
     if entry.task is not None:
         why = unmet(state.conn, service_cfg, entry.task, ctx.node)
+        if why is not None:
+            return Verdict("requires_unmet", why)
+    elif entry.action == "sync_update":
+        why = sync_refusal(state.conn, service_cfg, ctx.node)
         if why is not None:
             return Verdict("requires_unmet", why)
     marker = state.marker(entry)

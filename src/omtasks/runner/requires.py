@@ -102,3 +102,14 @@ def unmet(conn, service_cfg, task, node: str, live_app_status=None) -> str | Non
         if state not in req.states:
             return f"requires on resource {req.target} in state {states}, current state {state}"
     return None
+
+
+def sync_refusal(conn, service_cfg, node: str) -> str | None:
+    """Syncs run from the active instance only (SPEC 9); None when this node may sync."""
+    if service_cfg.topology != "failover":
+        return None
+    p = placement(conn, service_cfg.name)
+    active = p.active_node if p is not None else None
+    if active == node:
+        return None
+    return f"sync runs from the active instance only (active: {active or 'none'})"

@@ -64,7 +64,7 @@ def schedule_rows(ctx, names: list[str], rid_filter: str | None = None) -> list[
         for name in names:
             cfg = load_service(service_conf_path(name, ctx.root), ctx.node, shared_nodes=ctx.shared_nodes)
             state = ServiceState(conn, name, ctx.node)
-            for entry in service_entries(cfg, ctx.node):
+            for entry in service_entries(cfg, ctx.node, ctx.node_config):
                 if wanted and (entry.rid or entry.action) not in wanted and entry.action not in wanted:
                     continue
                 row = stored.get((name, entry.action, entry.rid or ""))

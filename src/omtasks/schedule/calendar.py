@@ -82,6 +82,21 @@ class DateFilter:
         return self.days is None and self.weeks is None and self.months is None
 
     @property
+    def every_day(self) -> bool:
+        """True when the filter matches every date (e.g. `*`, `mon-sun`, weeks `1-53`)."""
+        if self.weeks is not None and len(self.weeks) < 53:
+            return False
+        if not all(self._month_ok[1:]):
+            return False
+        if self.days is None:
+            return True
+        weekdays: set[int] = set()
+        for e in self.days:
+            if e.nth is None:
+                weekdays |= set(range(1, 8)) if e.weekdays is None else e.weekdays
+        return len(weekdays) == 7
+
+    @property
     def never(self) -> bool:
         """True when the filter matches no date at all (checked over one cycle)."""
         return self.next_match(date(2001, 1, 1).toordinal(), CYCLE_DAYS) is None

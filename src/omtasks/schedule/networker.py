@@ -60,7 +60,11 @@ class NetworkerSchedule:
         self.includes = tuple(m for m in members if not m.exclude)
         self.excludes = tuple(m for m in members if m.exclude)
         self.always_excluded = any(m.dates.unrestricted and _covers_day(m) for m in self.excludes)
-        self.never = self.always_excluded or not self.includes
+        # include ranges that exclusions matching every date hide entirely can never run: leaving
+        # them out keeps `next` fast on such impossible schedules (no day-by-day scan of a cycle)
+        blanket = _merge(s for m in self.excludes if m.dates.every_day for r in m.ranges for s in r.spans)
+        self._live = tuple((m, r) for m in self.includes for r in m.ranges if not _hidden(r.spans, blanket))
+        self.never = self.always_excluded or not self._live
 
     @property
     def probabilistic(self) -> bool:
@@ -131,11 +135,10 @@ class NetworkerSchedule:
             return None
         heads: list[list] = []
         limit = start
-        for m in self.includes:
-            for r in m.ranges:
-                lb = start if last is None else max(start, math.ceil(last + r.interval))
-                limit = max(limit, lb)
-                heads.append([lb, m, r])
+        for m, r in self._live:
+            lb = start if last is None else max(start, math.ceil(last + r.interval))
+            limit = max(limit, lb)
+            heads.append([lb, m, r])
         limit += CYCLE_DAYS * DAY
         heads = [h for h in heads if _advance(h, h[0], limit)]
         while heads:
@@ -245,6 +248,21 @@ def _covers_day(m: Member) -> bool:
             return False
         reach = max(reach, b)
     return reach >= DAY - 1
+
+
+def _merge(spans) -> list[tuple[int, int]]:
+    """Union of [a, b] second-of-day spans, as sorted disjoint spans."""
+    out: list[tuple[int, int]] = []
+    for a, b in sorted(spans):
+        if out and a <= out[-1][1] + 1:
+            out[-1] = (out[-1][0], max(out[-1][1], b))
+        else:
+            out.append((a, b))
+    return out
+
+
+def _hidden(spans, blanket: list[tuple[int, int]]) -> bool:
+    return all(any(x <= a and b <= y for x, y in blanket) for a, b in spans)
 
 
 def _advance(head: list, lb: int, limit: int) -> bool:
