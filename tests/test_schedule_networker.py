@@ -388,3 +388,15 @@ def test_list_member_positions_point_into_the_value():
         parse_schedule(value)
     assert info.value.token == "mnday"
     assert value[info.value.position - 1:].startswith("mnday")
+
+
+@pytest.mark.parametrize("value", ["@²", "@1²m", "09:00 ²", "09:00 * ²", "09:00 * * %²", "٠٩:٠٠", "@٣", "09:00 *:٣"])
+def test_non_ascii_digits_are_syntax_errors(value):
+    with pytest.raises(ScheduleSyntaxError):
+        parse_schedule(value)
+
+
+@pytest.mark.parametrize("value", ["cron ² * * * *", "² * * * *", "0 0 ٣ * *", "anacron ²", "anacron 1 ²"])
+def test_non_ascii_digits_are_syntax_errors_in_cron_and_anacron(value):
+    with pytest.raises(ScheduleSyntaxError):
+        parse_schedule(value)

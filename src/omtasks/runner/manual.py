@@ -178,6 +178,8 @@ class ManualRun:
         try:
             ready, _, _ = select.select([sys.stdin], [], [], PROMPT_TIMEOUT)
             answer = sys.stdin.readline() if ready else None
+            if answer == "":  # end of input (Ctrl-D): the terminal echoed no newline
+                sys.stderr.write("\n")
         except KeyboardInterrupt:
             sys.stderr.write("\n")
             answer = ""

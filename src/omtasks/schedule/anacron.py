@@ -12,6 +12,12 @@ from omtasks.schedule.decision import Decision
 from omtasks.schedule.errors import ScheduleSyntaxError
 from omtasks.timeutil import from_local_naive
 
+
+def _digits(text: str) -> bool:
+    """ASCII decimal digits only (str.isdigit() also accepts '²', which int() rejects)."""
+    return text.isascii() and text.isdigit()
+
+
 PERIODS = {"@daily": 1, "@weekly": 7, "@monthly": "monthly", "@yearly": "yearly", "@annually": "yearly"}
 
 
@@ -28,7 +34,7 @@ def parse(value: str, body: str, base: int) -> AnacronSchedule:
     period: int | str
     if ptext.lower() in PERIODS:
         period = PERIODS[ptext.lower()]
-    elif ptext.isdigit() and int(ptext) > 0:
+    elif _digits(ptext) and int(ptext) > 0:
         period = int(ptext)
     else:
         raise fail(
@@ -36,7 +42,7 @@ def parse(value: str, body: str, base: int) -> AnacronSchedule:
             f"'{ptext}'", ptext)
     delay = 0
     if len(fields) == 2:
-        if not fields[1].isdigit():
+        if not _digits(fields[1]):
             raise fail(f"anacron delay must be a whole number of minutes: '{fields[1]}'", fields[1])
         delay = int(fields[1])
     return AnacronSchedule(value, period, delay, ptext)

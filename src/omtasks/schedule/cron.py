@@ -18,6 +18,12 @@ from omtasks.schedule.decision import Decision
 from omtasks.schedule.errors import ScheduleSyntaxError
 from omtasks.timeutil import from_local_naive, in_gap
 
+
+def _digits(text: str) -> bool:
+    """ASCII decimal digits only (str.isdigit() also accepts '²', which int() rejects)."""
+    return text.isascii() and text.isdigit()
+
+
 ALIASES = {
     "@hourly": "0 * * * *",
     "@daily": "0 0 * * *",
@@ -37,14 +43,14 @@ FIELDS = (
     ("month", 1, 12, _MONTHS, 1),
     ("day-of-week", 0, 7, _DAYS, 0),
 )
-_ELEMENT_RE = re.compile(r"^(?:(\*)|([A-Za-z]+|\d+)(?:-([A-Za-z]+|\d+))?)(?:/(\d+))?$")
-_UNSUPPORTED = re.compile(r"[#?]|(?<![A-Za-z])\d*[LWH]\d*(?![A-Za-z])")
+_ELEMENT_RE = re.compile(r"^(?:(\*)|([A-Za-z]+|\d+)(?:-([A-Za-z]+|\d+))?)(?:/(\d+))?$", re.ASCII)
+_UNSUPPORTED = re.compile(r"[#?]|(?<![A-Za-z])\d*[LWH]\d*(?![A-Za-z])", re.ASCII)
 _NEAR = timedelta(hours=3)
 
 
 def _value(token: str, field: tuple, fail) -> int:
     name, low, high, names, offset = field
-    if token.isdigit():
+    if _digits(token):
         n = int(token)
         if not low <= n <= high:
             raise fail(f"value {n} out of range {low}-{high} in {name} field", token)

@@ -60,11 +60,18 @@ class NetworkerSchedule:
         self.includes = tuple(m for m in members if not m.exclude)
         self.excludes = tuple(m for m in members if m.exclude)
         self.always_excluded = any(m.dates.unrestricted and _covers_day(m) for m in self.excludes)
-        # include ranges that exclusions matching every date hide entirely can never run: leaving
-        # them out keeps `next` fast on such impossible schedules (no day-by-day scan of a cycle)
-        blanket = _merge(s for m in self.excludes if m.dates.every_day for r in m.ranges for s in r.spans)
-        self._live = tuple((m, r) for m in self.includes for r in m.ranges if not _hidden(r.spans, blanket))
+        # include ranges hidden entirely by exclusions that match every date (or the same dates)
+        # can never run: leaving them out keeps `next` fast on such impossible schedules (no
+        # day-by-day scan of a whole cycle)
+        self._live = tuple((m, r) for m in self.includes for r in m.ranges
+                           if not _hidden(r.spans, self._blanket(m)))
         self.never = self.always_excluded or not self._live
+
+    def _blanket(self, include: Member) -> list[tuple[int, int]]:
+        """Seconds of day excluded on every date `include` matches (a sufficient subset)."""
+        key = _dates_key(include)
+        return _merge(s for m in self.excludes if m.dates.every_day or _dates_key(m) == key
+                      for r in m.ranges for s in r.spans)
 
     @property
     def probabilistic(self) -> bool:
@@ -259,6 +266,10 @@ def _merge(spans) -> list[tuple[int, int]]:
         else:
             out.append((a, b))
     return out
+
+
+def _dates_key(m: Member) -> tuple:
+    return (m.dates.days, m.dates.weeks, m.dates.months)
 
 
 def _hidden(spans, blanket: list[tuple[int, int]]) -> bool:

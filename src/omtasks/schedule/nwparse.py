@@ -14,6 +14,12 @@ from omtasks.schedule.calendar import DateFilter, DayElement, MonthElement
 from omtasks.schedule.errors import ScheduleSyntaxError
 from omtasks.schedule.model import DAY, Member, TimeRange
 
+
+def _digits(text: str) -> bool:
+    """ASCII decimal digits only (str.isdigit() also accepts '²', which int() rejects)."""
+    return text.isascii() and text.isdigit()
+
+
 WEEKDAYS = {
     name: i
     for i, names in enumerate(
@@ -37,10 +43,10 @@ ORDINALS = {
     "first": 1, "second": 2, "third": 3, "fourth": 4, "fifth": 5,
     "1st": 1, "2nd": 2, "3rd": 3, "4th": 4, "5th": 5, "last": -1,
 }
-_TIME_RE = re.compile(r"^(\d{1,2}):(\d{2})(?::(\d{2}))?$")
-_DURATION_RE = re.compile(r"^(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
-_INT_RE = re.compile(r"^[+-]?\d+$")
-_NAME_RE = re.compile(r"^[A-Za-z]+$")
+_TIME_RE = re.compile(r"^(\d{1,2}):(\d{2})(?::(\d{2}))?$", re.ASCII)
+_DURATION_RE = re.compile(r"^(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$", re.ASCII)
+_INT_RE = re.compile(r"^[+-]?\d+$", re.ASCII)
+_NAME_RE = re.compile(r"^[A-Za-z]+$", re.ASCII)
 _UNIT_SECONDS = (7 * DAY, DAY, 3600, 60, 1)
 
 
@@ -74,7 +80,7 @@ def parse_duration(ctx: _Ctx, text: str, offset: int) -> int:
     """`@N` minutes or `<int><unit>` groups in w d h m s order; must be positive."""
     if not text:
         raise ctx.fail("empty interval after '@'", "@", offset - 1)
-    if text.isdigit():
+    if _digits(text):
         seconds = int(text) * 60
     else:
         m = _DURATION_RE.match(text)
@@ -129,7 +135,7 @@ def _weekday(ctx: _Ctx, text: str, offset: int) -> int:
         return WEEKDAYS[low]
     if _INT_RE.match(text):
         n = int(text)
-        if 1 <= n <= 7 and text.isdigit():
+        if 1 <= n <= 7 and _digits(text):
             return n
         raise ctx.fail(f"weekday {text} out of range 1-7", text, offset)
     raise ctx.fail(f"unknown calendar name '{text}'", text, offset)
@@ -172,7 +178,7 @@ def parse_days(ctx: _Ctx, text: str, offset: int) -> tuple[DayElement, ...] | No
 
 
 def _bounded_int(ctx: _Ctx, text: str, offset: int, low: int, high: int, what: str) -> int:
-    if not text.isdigit():
+    if not _digits(text):
         raise ctx.fail(f"invalid {what} '{text}'", text, offset)
     n = int(text)
     if not low <= n <= high:
@@ -218,9 +224,9 @@ def parse_months(ctx: _Ctx, text: str, offset: int) -> tuple[MonthElement, ...] 
         if pct:
             ptext, plus, stext = ftext.partition("+")
             foff = off + len(head) + 1
-            if not ptext.isdigit() or int(ptext) < 1:
+            if not _digits(ptext) or int(ptext) < 1:
                 raise ctx.fail(f"invalid month filter '%{ftext}' (expected %P or %P+S, P >= 1)", ftext, foff)
-            if plus and not stext.isdigit():
+            if plus and not _digits(stext):
                 raise ctx.fail(f"invalid month filter '%{ftext}' (expected %P or %P+S, S >= 0)", ftext, foff)
             modulo, shift = int(ptext), int(stext or 0)
         if head in ("", "*"):
