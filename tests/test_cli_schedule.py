@@ -89,7 +89,7 @@ def test_probabilistic_note(om):
         "2026-11-29 00:00:00 Sun  (~ window until 04:00:00; runners add a stable offset)",
     ]
     # not probabilistic: the interval is shorter than the window
-    proc = om("schedule", "next", "~09:00-10:00@10", "--count", "1", "--from", "2026-11-27 10:00")
+    proc = om("schedule", "next", "~09:00-10:00@10", "--count", "1", "--from", "2026-11-27 11:00")
     assert proc.stdout.splitlines() == ["2026-11-28 09:00:00 Sat"]
 
 

@@ -146,6 +146,25 @@ def test_log_lines_service_log_run_log_and_output_tail(tmp_path: Path) -> None:
     assert text[-1].endswith(f"n1 run={run['id']} task#0      ERROR   | oops")
 
 
+def test_log_false_passes_output_to_the_terminal(tmp_path: Path) -> None:
+    root = make_root(tmp_path)
+    write_service(root, "svc", """
+    [task#0]
+    command = /bin/sh -c 'echo to-stdout; echo to-stderr >&2'
+    log = false
+    snooze = 10
+    """)
+    proc = om(root, "svc", "run")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "to-stdout\n"
+    assert "to-stderr\n" in proc.stderr.splitlines(keepends=True)
+    assert log_lines(proc.stderr) == [
+        ("task#0", "WARNING", "snooze: nothing to snooze, ignored"),
+        ("task#0", "INFO", "/bin/sh -c 'echo to-stdout; echo to-stderr >&2'"),
+    ]
+    assert "| to-std" not in (root / "var" / "log" / "svc.log").read_text()
+
+
 # ---------------------------------------------------------------- shell detection (5.3)
 
 
@@ -299,16 +318,19 @@ def test_disabled_task_disabled_service_foreign_node_invalid_config(tmp_path: Pa
     assert not flag.exists() and runs(root, service="broken") == []
 
     # a task with a bad keyword: nothing runs when it is selected, the others still run
+    # a task with a bad keyword: nothing runs when it is selected, the others still run,
+    # and a task whose only error is its schedule still runs manually
     path = write_service(root, "halfbad", f"""
     [task#0]
     command = /usr/bin/touch {flag}
+    schedule = 25:00
     [task#1]
     command = /bin/true
     log = maybe
     """)
     proc = om(root, "halfbad", "run")
     assert proc.returncode == 1
-    assert f"error: {path}:5: [task#1] log: 'maybe' is not a boolean" in proc.stderr
+    assert f"error: {path}:6: [task#1] log: 'maybe' is not a boolean" in proc.stderr
     assert not flag.exists() and runs(root, service="halfbad") == []
     proc = om(root, "halfbad", "run", "--rid", "task#0")
     assert proc.returncode == 0, proc.stderr

@@ -18,11 +18,11 @@ from typing import Any
 
 import pytest
 from sqlalchemy import select, update
-from test_collector import Collector, add_node, call, free_port, running_collector
 
 from omtasks.db.schema import outbox
 from omtasks.runner.context import Context
 from omtasks.runner.outbox import backoff, deliver, pending_counts, queue
+from test_collector import Collector, add_node, call, free_port, running_collector
 
 T0 = datetime(2026, 11, 27, 10, 0, 0, tzinfo=UTC)
 

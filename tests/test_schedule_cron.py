@@ -160,7 +160,8 @@ def test_day_of_month_day_of_week_rule(expr):
     assert got == [it.get_next(datetime).strftime("%Y-%m-%d") for _ in range(25)]
 
 
-@pytest.mark.parametrize("expr", ["0 0 13 * 1,*", "0 0 1,* * 5", "0 0 13 * 5-5"])
+@pytest.mark.parametrize("expr", ["0 0 13 * 1,*", "0 0 1,* * 5", "0 0 13 * 5-5", "0 0 1,*/3 * 0-6",
+                                  "0 0 1,*/3 * 0,*", "0 0 */3,1 * 0-6"])
 def test_day_rule_depends_on_the_first_character_only(expr):
     # a field that does not start with `*` is restricted even when it allows every value (Vixie)
     got = [t.strftime("%Y-%m-%d") for t in slots(expr, "2026-01-01T00:00:00", 25)]

@@ -400,3 +400,24 @@ def test_non_ascii_digits_are_syntax_errors(value):
 def test_non_ascii_digits_are_syntax_errors_in_cron_and_anacron(value):
     with pytest.raises(ScheduleSyntaxError):
         parse_schedule(value)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        ["!00:22:00-00:13:44", "00:22:00-00:13:44"],  # the include's only window is excluded every day
+        ["! ~04:45-01:00,00:05@325", "00:00:47"],
+        ["!~00:02-12:24 :-31", "~00:02-12:24 :-31"],  # same dates, same range
+        ["! * mon-sun 1-53", "09:00 mon:2"],
+    ],
+)
+def test_include_hidden_by_exclusions_never_runs(value):
+    s = parse_schedule(value)
+    assert s.never  # detected when parsing, not by scanning a 400-year cycle day by day
+    assert s.next_run(at("2026-01-01T00:00:00"), None) is None
+
+
+def test_partly_hidden_include_still_runs():
+    s = parse_schedule(["! 00:00-12:00", "06:00-13:00@1h"])
+    assert not s.never
+    assert s.next_run(at("2026-01-01T00:00:00"), None) == at("2026-01-01T12:00:01")

@@ -33,6 +33,7 @@ from urllib.parse import urlsplit
 from sqlalchemy import Connection, func, insert, or_, select, update
 
 from omtasks.collector import KINDS
+from omtasks.db.connect import reading
 from omtasks.db.files import create_file, ensure_dir
 from omtasks.db.schema import outbox
 from omtasks.runner.logs import runner_log
@@ -223,14 +224,14 @@ def _deliver(ctx: Any, url: str, token: str, budget: float) -> DeliveryReport:
         return report
     deadline = time.monotonic() + budget
     while True:
-        with ctx.engine.begin() as conn:
+        with reading(ctx.engine) as conn:
             rows = _due(conn, ctx, BATCH)
         if not rows:
             return report
         for row in rows:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                with ctx.engine.begin() as conn:
+                with reading(ctx.engine) as conn:
                     report.left = conn.execute(
                         select(func.count()).select_from(outbox).where(*_due_where(ctx))).scalar_one()
                 return report

@@ -8,12 +8,12 @@ from omtasks.db.schema import (
     compliance_results,
     confirmations,
     instances,
-    outbox,
     resource_status,
     runs,
     services,
 )
 from omtasks.runner.catalog import node_count
+from omtasks.runner.outbox import pending_counts
 from omtasks.runner.requires import placement, task_status, unmet
 from omtasks.timeutil import from_utc_naive, iso
 
@@ -79,12 +79,7 @@ def service_status(ctx, name: str, path) -> dict:
                        "at": iso(from_utc_naive(r.at), tz)}
                       for r in conn.execute(select(compliance_results).join(latest, cr.id == latest.c.id)
                                             .order_by(cr.module, cr.action))]
-        oc = outbox.c
-        unsent = conn.execute(select(func.count()).select_from(outbox).where(
-            oc.service == name, oc.node == ctx.node, oc.sent_at.is_(None))).scalar_one()
-        last_error = conn.execute(select(oc.last_error).where(
-            oc.service == name, oc.node == ctx.node, oc.sent_at.is_(None), oc.last_error.is_not(None))
-            .order_by(oc.id.desc()).limit(1)).scalar()
+        unsent, last_error = pending_counts(conn, ctx.node, name)
         sums = {r.checksum for r in conn.execute(select(services.c.checksum).where(services.c.name == name))}
     warnings = []
     if len(sums - {None}) > 1:

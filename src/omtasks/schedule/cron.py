@@ -8,6 +8,7 @@ is its first occurrence only.
 
 from __future__ import annotations
 
+import heapq
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, tzinfo
@@ -113,18 +114,11 @@ def parse(value: str, body: str, base: int) -> CronSchedule:
 
 
 def _normalize(text: str, field: tuple) -> str:
-    """Spell a field so croniter reads it as Vixie cron does.
-
-    croniter reads a single-value range `a-a[/n]` as `*`, and treats a field with a `*`
-    element anywhere as unrestricted for the day-of-month/day-of-week rule, where only a
-    field starting with `*` is (SPEC 4.5): `a-a` becomes `a`, a later bare `*` the full range.
-    """
+    """Rewrite single-value ranges `a-a[/n]` as `a`: croniter reads them as `*`."""
     out = []
-    for i, element in enumerate(text.split(",")):
-        star, a, b, step = _ELEMENT_RE.match(element).groups()
-        if star and step is None and i > 0:
-            element = f"{field[1]}-{field[2]}"
-        elif not star and b is not None and _value(a, field, None) == _value(b, field, None):
+    for element in text.split(","):
+        star, a, b, _ = _ELEMENT_RE.match(element).groups()
+        if not star and b is not None and _value(a, field, None) == _value(b, field, None):
             element = a
         out.append(element)
     return ",".join(out)
@@ -141,22 +135,29 @@ class CronSchedule:
         self.value = value
         self.expr = expr
         self.text = text
-        self._croniter: croniter | None = None
+        fields = expr.split()
+        if not fields[2].startswith("*") and not fields[4].startswith("*"):
+            # SPEC 4.5 (Vixie cron): both day fields restricted, either matches.  Computed here
+            # as the union of a day-of-month and a day-of-week schedule, because croniter's own
+            # reading of the rule depends on how it expands the fields (`0,*`, `1,*/3 ... 0-6`)
+            self._exprs = (" ".join([*fields[:4], "*"]), " ".join([*fields[:2], "*", *fields[3:]]))
+        else:  # a field starting with `*` counts as unrestricted: both must match
+            self._exprs = (expr,)
+        self._croniters: list[croniter] | None = None
 
     def _iter(self, start: datetime, backwards: bool) -> Iterator[datetime]:
-        # One croniter per schedule (building one costs ~250 us); the position
-        # is kept here so that interleaved generators cannot disturb each other.
-        if self._croniter is None:
-            self._croniter = croniter(self.expr, start, implement_cron_bug=True, max_years_between_matches=30)
-        it = self._croniter
-        cur = start
-        try:
-            while True:
-                it.set_current(cur, force=True)
-                cur = it.get_prev(datetime) if backwards else it.get_next(datetime)
-                yield cur
-        except CroniterBadDateError:
+        # One croniter per expression (building one costs ~250 us); the position
+        # is kept by _walk so that interleaved generators cannot disturb each other.
+        if self._croniters is None:
+            self._croniters = [croniter(e, start, day_or=False, max_years_between_matches=30) for e in self._exprs]
+        if len(self._croniters) == 1:
+            yield from _walk(self._croniters[0], start, backwards)
             return
+        previous = None
+        for t in heapq.merge(*(_walk(it, start, backwards) for it in self._croniters), reverse=backwards):
+            if t != previous:
+                previous = t
+                yield t
 
     def _mapped(self, naive: Iterator[datetime], tz: tzinfo) -> Iterator[datetime]:
         previous = None
@@ -221,6 +222,18 @@ class CronSchedule:
     def describe(self) -> list[str]:
         parts = "; ".join(f"{f[0]} {v}" for f, v in zip(FIELDS, self.expr.split(), strict=True))
         return [parts]
+
+
+def _walk(it: croniter, start: datetime, backwards: bool) -> Iterator[datetime]:
+    """Naive slots after (before) `start`; the position lives here, not in the shared croniter."""
+    cur = start
+    try:
+        while True:
+            it.set_current(cur, force=True)
+            cur = it.get_prev(datetime) if backwards else it.get_next(datetime)
+            yield cur
+    except CroniterBadDateError:
+        return
 
 
 def _gap_end(naive: datetime, tz: tzinfo) -> datetime:
