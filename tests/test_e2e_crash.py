@@ -144,7 +144,7 @@ def test_random_sigkill_of_ticks_and_workers(tmp_path):
         schedule = @1m
 
         [task#c]
-        command = sleep 3
+        command = sleep 2
         schedule = * * * * *
     """)
     tick(root, "2026-11-27 09:59:00")  # creates the database and the entries
@@ -175,6 +175,7 @@ def test_random_sigkill_of_ticks_and_workers(tmp_path):
     check_after_tick(root, "crash")
     check_markers(root, "crash", previous)
     rows = task_runs(root, "crash")
+    print(Counter((r["state"], r["reason"]) for r in rows))
     assert not [r for r in rows if r["state"] in LIVE and r["pid"] is not None], rows
     for r in rows:
         if r["state"] == "failed":
