@@ -7,7 +7,6 @@ are zero-padded numbers, so "behind" and "ahead" compare as strings.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import time
 from collections.abc import Iterator
@@ -19,6 +18,7 @@ from sqlalchemy.engine import URL, make_url
 
 from omtasks.db.connect import BUSY_TIMEOUT_S, is_sqlite, make_engine, sqlite_path
 from omtasks.db.files import create_file, ensure_dir, secure_file
+from omtasks.locking import flock_wait
 
 HEAD_REVISION = "0001"
 
@@ -145,15 +145,8 @@ def _file_lock(lock_path: Path) -> Iterator[None]:
     create_file(lock_path)
     fd = os.open(lock_path, os.O_RDWR)
     try:
-        deadline = time.monotonic() + BUSY_TIMEOUT_S
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise DatabaseError(f"database locked: {lock_path} held for {BUSY_TIMEOUT_S} s") from None
-                time.sleep(_LOCK_POLL_S)
+        if not flock_wait(fd, BUSY_TIMEOUT_S, _LOCK_POLL_S):
+            raise DatabaseError(f"database locked: {lock_path} held for {BUSY_TIMEOUT_S} s")
         yield
     finally:
         os.close(fd)

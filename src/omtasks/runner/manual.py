@@ -158,8 +158,7 @@ class ManualRun:
 
     def _busy(self, task) -> Outcome:
         message = f"task is already running {task.max_parallel} times"
-        if not self.cron:
-            self.log.line(task.rid, "ERROR", message)
+        self.log.line(task.rid, "INFO" if self.cron else "ERROR", message)
         return Outcome(sm.SKIPPED, "max parallel runs reached", None, message)
 
     def _prompt(self, task, run_id: int) -> Outcome | None:

@@ -83,7 +83,14 @@ class Pipeline:
             if code != 0:
                 return self.finish(sm.FAILED, f"trigger failed: blocking_pre_run exit code {code}", None, "")
         self.say("INFO", task.command)
-        result = self.command(identity)
+        try:
+            result = self.command(identity)
+        except ImpersonationError as exc:  # the kernel refused the identity change
+            self.say("ERROR", str(exc))
+            return self.finish(sm.FAILED, "impersonation refused", None, "")
+        except execute.CommandError as exc:  # no argv to execute: like a command not found
+            self.say("ERROR", f"cannot execute: {exc}")
+            return self.finish(sm.FAILED, "exit code 127", 127, "")
         code = result.exit_code
         if result.timed_out:
             outcome = self.finish(sm.FAILED, "timeout", code, result.tail)

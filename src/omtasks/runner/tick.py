@@ -9,7 +9,6 @@ even parsed.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import time
 import traceback
@@ -34,6 +33,7 @@ from omtasks.db.schema import (
     schedule_entries,
     services,
 )
+from omtasks.locking import flock_wait
 from omtasks.paths import ensure_dir
 from omtasks.runner import catalog as catalog_mod
 from omtasks.runner import procinfo
@@ -62,17 +62,7 @@ def tick_lock(ctx):
     path = ensure_dir(ctx.lock_dir) / f"tick.{ctx.node}.lock"
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o640)
     try:
-        deadline = time.monotonic() + LOCK_WAIT
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    yield False
-                    return
-                time.sleep(0.2)
-        yield True
+        yield flock_wait(fd, LOCK_WAIT, 0.2)
     finally:
         os.close(fd)
 
