@@ -190,3 +190,215 @@ def log_lines(stderr: str) -> list[tuple[str, str, str]]:
         if m:
             found.append((m.group(5).strip(), m.group(6).strip(), m.group(7)))
     return found
+
+
+# -- built-in actions, collector and sync helpers (added for the e2e built-in/sync/compliance tests) ---------
+
+
+def write_node_conf(
+    root: Path,
+    *,
+    url: str | None = None,
+    token: str | None = None,
+    transports: dict[str, str] | None = None,
+    extra: str = "",
+) -> Path:
+    """Write `$root/etc/node.conf`: `[collector] url/token` when given, `[nodes] <node> = <transport>`, `extra`."""
+    lines: list[str] = []
+    if url is not None or token is not None:
+        lines.append("[collector]")
+        lines += [f"url = {url}"] if url is not None else []
+        lines += [f"token = {token}"] if token is not None else []
+    if transports:
+        lines.append("[nodes]")
+        lines += [f"{node} = {where}" for node, where in transports.items()]
+    path = root / "etc" / "node.conf"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n" + textwrap.dedent(extra))
+    return path
+
+
+def write_module(root: Path, name: str, script: str) -> Path:
+    """An executable compliance module `$root/compliance/modules/<name>` (a /bin/sh script body)."""
+    path = root / "compliance" / "modules" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("#!/bin/sh\n" + textwrap.dedent(script).lstrip("\n"))
+    path.chmod(0o755)
+    return path
+
+
+def shared_db_rows(db_file: Path, sql: str, **params: Any) -> list[dict[str, Any]]:
+    """`db_rows` for a database file shared by several OM_ROOTs (OM_DB_URL), opened read-only."""
+    url = f"sqlite:///file:{db_file}?mode=ro&uri=true"
+    engine = create_engine(url, poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            conn.exec_driver_sql("PRAGMA busy_timeout = 10000")
+            return [dict(row._mapping) for row in conn.execute(text(sql), params)]
+    finally:
+        engine.dispose()
+
+
+# -- cluster helpers (added for the cluster tests: several nodes sharing one database) ------------
+
+
+def url_rows(url: str, sql: str, **params: Any) -> list[dict[str, Any]]:
+    """Run one SELECT against any database URL (a SQLite file is opened read-only); rows as dicts."""
+    from sqlalchemy.engine import make_url
+
+    u = make_url(url)
+    if u.get_backend_name() == "sqlite":
+        u = f"sqlite:///file:{u.database}?mode=ro&uri=true"
+    engine = create_engine(u, poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            if engine.dialect.name == "sqlite":
+                conn.exec_driver_sql("PRAGMA busy_timeout = 10000")
+            return [dict(row._mapping) for row in conn.execute(text(sql), params)]
+    finally:
+        engine.dispose()
+
+
+def concurrent_ticks(
+    roots: dict[str, Path], now: str, *, env: dict[str, str] | None = None, timeout: float = 120
+) -> None:
+    """Start `om runner tick --now NOW --wait` for every node of `roots` (node -> OM_ROOT) together.
+
+    Real `om` processes, `OM_TICK_LOCK=0`, the same `--now`; returns once all
+    exited; asserts each exited 0 and was silent (SPEC 8.3).
+    """
+    full = {"OM_TICK_LOCK": "0", **(env or {})}
+    procs = {
+        node: subprocess.Popen(
+            om_cmd("runner", "tick", "--now", now, "--wait"), env=om_env(root, full, node),
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for node, root in roots.items()
+    }
+    problems = []
+    for node, proc in procs.items():
+        out, err = proc.communicate(timeout=timeout)
+        if proc.returncode != 0 or out or err:
+            problems.append(f"{node} tick at {now}: exit {proc.returncode}\n{out}\n{err}")
+    assert not problems, "\n".join(problems)
+
+
+def _forked_worker(ctx: Any, run_ids: list[int]) -> int | None:
+    """Stand-in for `omtasks.runner.launch.spawn_worker` in forked ticks: `om runner exec` in a forked child.
+
+    Same contract: a new session, stdin /dev/null, output to runner.log, the
+    tick's `now` passed as OM_NOW, pid/start time/boot id recorded on the runs.
+    """
+    import traceback
+
+    from sqlalchemy import update
+
+    from omtasks import statemachine as sm
+    from omtasks.db.schema import runs
+    from omtasks.paths import ensure_dir
+    from omtasks.runner import procinfo
+
+    log_path = str(ensure_dir(ctx.log_dir) / "runner.log")
+    pid = os.fork()
+    if pid == 0:  # the worker
+        code = 70
+        try:
+            os.setsid()
+            null = os.open(os.devnull, os.O_RDONLY)
+            os.dup2(null, 0)
+            log_fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+            os.dup2(log_fd, 1)
+            os.dup2(log_fd, 2)
+            if ctx.explicit_now:
+                os.environ["OM_NOW"] = ctx.now.isoformat()
+            from omtasks.cli import main
+
+            main(["runner", "exec", *map(str, run_ids)])
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        except BaseException:  # noqa: BLE001 - the child must never return into the test
+            traceback.print_exc()
+        finally:
+            os._exit(code)
+    c = runs.c
+    with ctx.engine.begin() as conn:
+        conn.execute(update(runs)
+                     .where(c.id.in_(run_ids), c.state.in_((sm.ELIGIBLE, sm.RUNNING)), c.pid.is_(None))
+                     .values(pid=pid, proc_start=procinfo.proc_start(pid), boot_id=procinfo.boot_id()))
+    return pid
+
+
+def preload_runner() -> None:
+    """Import what a tick and a worker use, so that forked ticks do not pay for it."""
+    import omtasks.cli.runner  # noqa: F401
+    import omtasks.config  # noqa: F401
+    import omtasks.runner.builtin  # noqa: F401
+    import omtasks.runner.instance  # noqa: F401
+    import omtasks.runner.pipeline  # noqa: F401
+    import omtasks.runner.tick  # noqa: F401
+    import omtasks.runner.worker  # noqa: F401
+    import omtasks.schedule  # noqa: F401
+
+
+def forked_ticks(
+    roots: dict[str, Path], now: str, *, env: dict[str, str] | None = None, timeout: float = 120
+) -> None:
+    """In-process variant of `concurrent_ticks` for long simulations (SPEC 14).
+
+    Each node's tick is the `om runner tick --now NOW --wait` command itself,
+    called through `omtasks.cli.main` in a process forked from the test (so no
+    interpreter start and no imports), with that node's environment and
+    `OM_TICK_LOCK=0`; the nodes' ticks run concurrently.  The workers are
+    forked the same way (`_forked_worker`).  Asserts exit 0 and silence.
+    """
+    import tempfile
+    import traceback
+
+    preload_runner()
+    full = {"OM_TICK_LOCK": "0", **(env or {})}
+    children: dict[str, tuple[int, Any]] = {}
+    for node, root in roots.items():
+        out = tempfile.TemporaryFile()
+        pid = os.fork()
+        if pid == 0:  # the tick
+            code = 70
+            try:
+                os.environ.clear()
+                os.environ.update(om_env(root, full, node))
+                os.dup2(out.fileno(), 1)
+                os.dup2(out.fileno(), 2)
+                import omtasks.runner.tick as tick_mod
+                from omtasks.cli import main
+
+                tick_mod.spawn_worker = _forked_worker
+                main(["runner", "tick", "--now", now, "--wait"])
+                code = 0
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+            except BaseException:  # noqa: BLE001 - the child must never return into the test
+                traceback.print_exc()
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)
+        children[node] = (pid, out)
+    deadline = time.monotonic() + timeout
+    problems = []
+    for node, (pid, out) in children.items():
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            if time.monotonic() >= deadline:
+                os.kill(pid, 9)
+                os.waitpid(pid, 0)
+                status = -1
+                break
+            time.sleep(0.01)
+        out.seek(0)
+        text_ = out.read().decode(errors="replace")
+        out.close()
+        code = os.waitstatus_to_exitcode(status) if status != -1 else "timeout"
+        if code != 0 or text_:
+            problems.append(f"{node} forked tick at {now}: exit {code}\n{text_}")
+    assert not problems, "\n".join(problems)

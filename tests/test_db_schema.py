@@ -35,7 +35,7 @@ SPEC_COLUMNS = {
     "last_runs": set("service action rid scope last_attempt_at last_success_at last_run_id".split()),
     "confirmations": set(VIEW_COLUMNS["v_pending_confirmations"]) - {"seconds_left"},
     # plan_key is the tick's bookkeeping (what the verdict was computed from), not part of the view
-    "schedule_entries": set(VIEW_COLUMNS["v_schedule"]) - {"last_attempt_at", "last_success_at"} | {"plan_key"},
+    "schedule_entries": set(VIEW_COLUMNS["v_schedule"]) - {"last_attempt_at", "last_success_at"} | {"plan_key", "plan_marker"},
     "schedule_decisions": set("id at service node action rid scope slot verdict reason run_id".split()),
     "compliance_results": set("id service node module action status output_tail at".split()),
     "services": set("name node path checksum mtime size valid errors topology loaded_at".split()),

@@ -127,9 +127,10 @@ schedule_entries = Table(
     Column("dialect", String),
     Column("scope", String),
     Column("next_run_at", DateTime),
-    # what the stored verdict was computed from (config checksum, marker, boot time):
-    # the tick re-plans an entry only when it changes (SPEC 14)
+    # what the stored verdict was computed from: `<config checksum>|<boot time>` and the
+    # marker; the tick re-plans an entry only when one of them changes (SPEC 14)
     Column("plan_key", Text),
+    Column("plan_marker", DateTime),
     Column("verdict", String),
     Column("reason", Text),
     Column("evaluated_at", DateTime),

@@ -73,7 +73,7 @@ def reload(ctx, conn) -> Catalog:
     from omtasks.runner.logs import runner_log
 
     c = services_table.c
-    rows = {r.name: r for r in conn.execute(select(services_table).where(c.node == ctx.node))}
+    rows = {r.name: r for r in conn.execute(select(c.name, c.checksum, c.mtime, c.size).where(c.node == ctx.node))}
     files = service_files(ctx.root)
     cat = Catalog(ctx, files, rows)
     for name, path in files.items():

@@ -2,7 +2,7 @@
 re-check, evaluate and claim, launch.
 
 Cost grows with the due work, not with the number of entries: an entry whose
-config, marker and boot time are unchanged (its `plan_key`) and whose stored
+config, boot time (its `plan_key`) and marker (`plan_marker`) are unchanged and whose stored
 next run is still ahead is not evaluated again, and its service file is not
 even parsed.
 """
@@ -15,7 +15,7 @@ import traceback
 from contextlib import contextmanager
 from datetime import datetime
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import and_, delete, insert, not_, or_, select, update
 
 from omtasks import __version__
 from omtasks import statemachine as sm
@@ -37,6 +37,7 @@ from omtasks.locking import flock_wait
 from omtasks.paths import ensure_dir
 from omtasks.runner import catalog as catalog_mod
 from omtasks.runner import procinfo
+from omtasks.runner.due import JitterKey, plan
 from omtasks.runner.entries import Entry, service_entries
 from omtasks.runner.evaluate import ServiceState, Verdict, evaluate
 from omtasks.runner.launch import spawn_worker
@@ -50,7 +51,7 @@ BATCH = 20  # built-in runs one worker carries out in sequence (SPEC 8.5)
 # Verdicts that only a config change can alter.
 STATIC = frozenset({"unscheduled", "disabled", "service_disabled", "not_here", "config_invalid", "not_configured"})
 # Verdicts that wait for a known instant.
-TIMED = frozenset({"not_due", "missed"})
+TIMED = frozenset({"not_due", "missed", "due"})
 
 
 @contextmanager
@@ -74,10 +75,8 @@ def heartbeat(ctx, conn) -> None:
         conn.execute(update(nodes).where(nodes.c.name == ctx.node).values(values))
 
 
-def plan_key(checksum: str | None, marker: datetime | None, boot: datetime | None) -> str:
-    m = marker.isoformat() if marker else "never"
-    b = boot.isoformat() if boot else "-"
-    return f"{checksum}|{m}|{b}"
+def plan_suffix(boot: datetime | None) -> str:
+    return f"|{boot.isoformat() if boot else '-'}"
 
 
 class Tick:
@@ -198,31 +197,40 @@ class Tick:
     def evaluate_all(self) -> None:
         ctx = self.ctx
         se = schedule_entries.c
-        with ctx.engine.begin() as conn:
+        with reading(ctx.engine) as conn:
+            restless = self.restless(conn)
             stored: dict[str, dict] = {}
-            for row in conn.execute(select(schedule_entries).where(se.node == ctx.node)):
+            names = set(restless) | self.catalog.changed
+            for row in conn.execute(select(schedule_entries).where(se.node == ctx.node, se.service.in_(names))):
                 stored.setdefault(row.service, {})[(row.action, row.rid)] = row
-            markers = {(r.service, r.action, r.rid, r.scope): from_utc_naive(r.last_attempt_at)
-                       for r in conn.execute(select(last_runs).where(last_runs.c.scope.in_(("", ctx.node))))}
+            known = {r.service for r in conn.execute(select(se.service).where(se.node == ctx.node).distinct())}
         for name in self.catalog.files:
-            rows = stored.get(name, {})
-            if name not in self.catalog.changed and rows and all(
-                    self._quiet(name, row, markers) for row in rows.values()):
+            if name not in names and name in known:
                 continue
             try:
-                self.evaluate_service(name, rows)
+                self.evaluate_service(name, stored.get(name, {}))
             except Exception:
                 runner_log(ctx, f"{name}: evaluation failed, service skipped this tick:\n{traceback.format_exc()}")
 
-    def _quiet(self, name: str, row, markers) -> bool:
-        checksum = self.catalog.checksum(name)
-        if row.verdict in STATIC:
-            return bool(row.plan_key) and row.plan_key.startswith(f"{checksum}|")
-        if row.verdict not in TIMED:
-            return False
-        if row.next_run_at is not None and from_utc_naive(row.next_run_at) <= self.ctx.now:
-            return False
-        return row.plan_key == plan_key(checksum, markers.get((name, row.action, row.rid, row.scope)), self.boot)
+    def restless(self, conn) -> set[str]:
+        """Services with an entry whose stored verdict may no longer hold (one query, SPEC 14).
+
+        An entry is quiet when it was planned from the current config and boot
+        time (`plan_key`) and the current marker (`plan_marker`), and its verdict
+        is static, or waits for a next run that has not come.
+        """
+        se, sv, lr = schedule_entries.c, services.c, last_runs.c
+        same_marker = or_(and_(lr.last_attempt_at.is_(None), se.plan_marker.is_(None)),
+                          lr.last_attempt_at == se.plan_marker)
+        waiting = and_(se.verdict.in_(TIMED), or_(se.next_run_at.is_(None), se.next_run_at > to_utc_naive(self.ctx.now)),
+                       same_marker)
+        quiet = and_(se.plan_key == sv.checksum + plan_suffix(self.boot), or_(se.verdict.in_(STATIC), waiting))
+        q = (select(se.service).distinct()
+             .select_from(schedule_entries.join(services, and_(sv.name == se.service, sv.node == se.node))
+                          .outerjoin(last_runs, and_(lr.service == se.service, lr.action == se.action,
+                                                     lr.rid == se.rid, lr.scope == se.scope)))
+             .where(se.node == self.ctx.node, not_(quiet)))
+        return {r.service for r in conn.execute(q)}
 
     def evaluate_service(self, name: str, rows: dict) -> None:
         ctx = self.ctx
@@ -253,6 +261,13 @@ class Tick:
                 conn.execute(delete(schedule_entries).where(
                     schedule_entries.c.service == name, schedule_entries.c.node == ctx.node,
                     schedule_entries.c.action == action, schedule_entries.c.rid == rid))
+
+    def next_after_claim(self, entry: Entry, marker: datetime) -> datetime | None:
+        """The entry's next run once its claimed run has moved the marker to `marker`."""
+        ctx = self.ctx
+        p = plan(entry.schedule, ctx.now, marker, grace=ctx.grace, boot=self.boot,
+                 who=JitterKey(ctx.node, entry.service, entry.jitter_key))
+        return ctx.now if p.verdict == "due" else p.next_run
 
     def claim(self, entry: Entry, cfg, verdict: Verdict) -> Verdict:
         ctx = self.ctx
@@ -285,13 +300,16 @@ class Tick:
     def store(self, conn, entry: Entry, cfg, verdict: Verdict, row, marker: datetime | None) -> None:
         """Record the verdict; a decision row when it changed; the missed cron slot once."""
         ctx = self.ctx
-        # a claimed (due) entry is always evaluated again: its plan_key stays empty
-        key = None if verdict.verdict == "due" else plan_key(cfg.checksum, marker, self.boot)
+        if verdict.verdict == "due" and verdict.scheduled_for is not None:
+            # plan ahead as if the claimed run started (it moves the marker to its
+            # scheduled_for): if it does, the entry stays quiet until its next run
+            marker = verdict.scheduled_for
+            verdict.next_run = self.next_after_claim(entry, marker)
         values = {
             "config_parameter": entry.config_parameter, "definition": entry.definition, "dialect": entry.dialect,
             "scope": entry.scope, "next_run_at": to_utc_naive(verdict.next_run) if verdict.next_run else None,
             "verdict": verdict.verdict, "reason": verdict.note, "evaluated_at": to_utc_naive(ctx.now),
-            "plan_key": key,
+            "plan_key": cfg.checksum + plan_suffix(self.boot), "plan_marker": to_utc_naive(marker) if marker else None,
         }
         if verdict.verdict == "missed" and verdict.slot is not None:
             record_missed(conn, service=entry.service, node=ctx.node, action=entry.action, rid=entry.rid,
@@ -321,7 +339,8 @@ class Tick:
         with self.ctx.engine.begin() as conn:
             conn.execute(update(schedule_entries).where(se.service == name, se.node == self.ctx.node).values(
                 verdict="config_invalid", reason=f"config invalid: {reason}", next_run_at=None,
-                plan_key=f"{self.catalog.checksum(name)}|", evaluated_at=to_utc_naive(self.ctx.now)))
+                plan_key=f"{self.catalog.checksum(name)}{plan_suffix(self.boot)}",
+                evaluated_at=to_utc_naive(self.ctx.now)))
 
     # -- step 7: launch ----------------------------------------------------------------
 

@@ -181,6 +181,7 @@ def upgrade() -> None:
         sa.Column("scope", sa.String),
         sa.Column("next_run_at", sa.DateTime),
         sa.Column("plan_key", sa.Text),
+        sa.Column("plan_marker", sa.DateTime),
         sa.Column("verdict", sa.String),
         sa.Column("reason", sa.Text),
         sa.Column("evaluated_at", sa.DateTime),

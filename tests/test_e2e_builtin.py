@@ -1,0 +1,393 @@
+"""Built-in actions end to end (SPEC 9, 8.5, 8.3 step 8): real runners, a real collector, real sockets.
+
+Two nodes n1 and n2 are two OM_ROOTs (each with its own node.conf, token and
+compliance modules) sharing one SQLite database through OM_DB_URL.  Time is
+simulated with `om runner tick --now T --wait`.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from omtest import (
+    make_root,
+    om,
+    runner_log_text,
+    shared_db_rows,
+    tick,
+    write_module,
+    write_node_conf,
+    write_service,
+)
+from test_collector import Collector, add_node, call, free_port, running_collector
+
+DAY = "2026-12-01"
+SVC = """
+[DEFAULT]
+nodes = n1 n2
+comp_modules = m1
+comp_schedule = ~00:00-01:30
+push_schedule = @30m
+
+[app#0]
+check = test -e {tmp}/{{nodename}}.up
+
+[task#0]
+command = echo task ran
+schedule = @10m
+run_requires = instance(up)
+
+[sync#0]
+src = {tmp}/src/
+dst = /data/
+target = nodes
+schedule = @60m
+"""
+
+
+class Cluster:
+    """Nodes n1, n2: one OM_ROOT each, one shared database."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp = tmp_path
+        self.db = tmp_path / "shared.db"
+        self.env = {"OM_DB_URL": f"sqlite:///{self.db}"}
+        self.roots = {n: make_root(tmp_path / n) for n in ("n1", "n2")}
+
+    def om(self, node: str, *args: str, now: str | None = None, **kw: Any):
+        env = dict(self.env, **({"OM_NOW": now} if now else {}))
+        return om(self.roots[node], *args, env=env, node=node, **kw)
+
+    def tick(self, now: str, nodes: tuple[str, ...] = ("n1", "n2")) -> None:
+        for node in nodes:
+            tick(self.roots[node], now, env=self.env, node=node)
+
+    def write_service(self, name: str, text_: str) -> None:
+        for root in self.roots.values():
+            write_service(root, name, text_)
+
+    def rows(self, sql: str, **params: Any) -> list[dict[str, Any]]:
+        return shared_db_rows(self.db, sql, **params)
+
+
+def collected(c: Collector, token: str, **filters: str) -> list[dict[str, Any]]:
+    query = "&".join(f"{k}={v}" for k, v in filters.items())
+    status, answer = call(c, "GET", f"/v1/pushes?{query}", token=token)
+    assert status == 200, answer
+    return answer
+
+
+def hhmm(minutes: int) -> str:
+    return f"{DAY} {minutes // 60:02d}:{minutes % 60:02d}"
+
+
+def setup_cluster(tmp_path: Path, url: str, tokens: dict[str, str]) -> Cluster:
+    cl = Cluster(tmp_path)
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "file.txt").write_text("payload\n")
+    (tmp_path / "n1.up").touch()  # app#0 is up on n1 only
+    for node, root in cl.roots.items():
+        other = "n2" if node == "n1" else "n1"
+        write_node_conf(root, url=url, token=tokens[node], transports={other: f"local:{tmp_path}/{other}data"})
+        write_module(root, "m1", 'echo "m1 $1 on $OM_NODENAME"\nexit 0\n')
+    cl.write_service("svc", SVC.format(tmp=tmp_path))
+    proc = cl.om("n1", "svc", "start", now=hhmm(0))
+    assert proc.returncode == 0, proc.stderr
+    return cl
+
+
+def test_pushes_are_delivered_exactly_once_through_an_outage_and_a_config_change(tmp_path: Path) -> None:
+    croot = tmp_path / "collector"
+    tokens = {n: add_node(croot, n) for n in ("n1", "n2")}
+    port = free_port()
+    cl = setup_cluster(tmp_path, f"http://127.0.0.1:{port}", tokens)
+    with running_collector(croot, port=port):
+        for m in range(0, 40, 10):
+            cl.tick(hhmm(m))
+    # the collector is down from 00:35 to 01:05: pushes wait in the outbox
+    for m in range(40, 70, 10):
+        cl.tick(hhmm(m))
+    for node in ("n1", "n2"):
+        proc = cl.om(node, "svc", "print", "status", "--format", "json")
+        assert proc.returncode == 0, proc.stderr
+        outbox = json.loads(proc.stdout)["outbox"]
+        assert outbox["pending"] > 0 and outbox["last_error"] == "connection refused", outbox
+        text = cl.om(node, "svc", "print", "status").stdout
+        assert f"outbox:    {outbox['pending']} pending, last error: connection refused" in text
+        assert "connection refused" in runner_log_text(cl.roots[node])
+    # the config changes at 01:05 (both copies): one more config push per node
+    proc = cl.om("n1", "svc", "set", "--kw", "task#0.command=echo task ran again", now=hhmm(65))
+    assert proc.returncode == 0, proc.stderr
+    (cl.roots["n2"] / "etc" / "svc.conf").write_text((cl.roots["n1"] / "etc" / "svc.conf").read_text())
+    with running_collector(croot, port=port) as c:
+        for m in range(70, 130, 10):
+            cl.tick(hhmm(m))
+        cl.tick(hhmm(125))  # delivers what the 02:00 workers queued after that tick's delivery
+        got = {n: collected(c, tokens["n1"], service="svc", node=n) for n in ("n1", "n2")}
+        latest = {(e["node"], e["kind"]): e["payload"] for e in call(c, "GET", "/v1/services", token=tokens["n2"])[1]
+                  if e["service"] == "svc"}
+
+    # nothing is lost, nothing is duplicated: the collector holds each outbox row exactly once
+    outbox = cl.rows("SELECT uuid, node, kind, sent_at FROM outbox")
+    assert all(r["sent_at"] is not None for r in outbox), [r for r in outbox if r["sent_at"] is None]
+    for node in ("n1", "n2"):
+        uuids = [p["uuid"] for p in got[node]]
+        assert len(uuids) == len(set(uuids))
+        assert sorted(uuids) == sorted(r["uuid"] for r in outbox if r["node"] == node)
+    # per kind: status every 10 min, resinfo every 60 min, config once then once after the change,
+    # compliance once in its window
+    expected = {"status": 13, "resinfo": 3, "config": 2, "compliance": 1}
+    for node in ("n1", "n2"):
+        assert Counter(p["kind"] for p in got[node]) == expected, node
+    # every push comes from a run that is done, one push per run (config: only when the checksum changed)
+    runs = cl.rows("SELECT action, node, state, count(*) AS n FROM runs WHERE action NOT IN ('run', 'start') "
+                   "GROUP BY action, node, state")
+    counts = {(r["action"], r["node"], r["state"]): r["n"] for r in runs}
+    for node in ("n1", "n2"):
+        assert counts[("status", node, "done")] == 13
+        assert counts[("push_resinfo", node, "done")] == 3
+        assert counts[("push_config", node, "done")] == 5  # @30m from 00:00 to 02:00
+        assert counts[("compliance_auto", node, "done")] == 1
+    assert counts[("sync_update", "n1", "done")] == 3
+    assert ("sync_update", "n2", "done") not in counts
+    assert (tmp_path / "n2data" / "data" / "file.txt").read_text() == "payload\n"
+    # payloads
+    assert latest[("n1", "status")] == {"instance": "up", "frozen": False,
+                                        "resources": [{"rid": "app#0", "status": "up"}]}
+    assert latest[("n2", "status")]["instance"] == "down"
+    text_now = (cl.roots["n1"] / "etc" / "svc.conf").read_text()
+    config = [p["payload"] for p in got["n1"] if p["kind"] == "config"]
+    assert config[-1]["text"] == text_now and "echo task ran again" in text_now
+    assert "echo task ran again" not in config[0]["text"] and config[0]["checksum"] != config[1]["checksum"]
+    resinfo = latest[("n1", "resinfo")]["resources"]
+    assert {r["rid"] for r in resinfo} >= {"task#0", "app#0"}
+    [task] = [r for r in resinfo if r["rid"] == "task#0"]
+    assert task["command"] == "echo task ran again" and task["schedule"] == "@10m"
+    [compliance] = [p["payload"] for p in got["n2"] if p["kind"] == "compliance"]
+    assert [(r["module"], r["action"], r["status"]) for r in compliance["results"]] == [("m1", "check", "ok")]
+    # the task ran every 10 minutes on the active node only
+    task_runs = cl.rows("SELECT node, state FROM runs WHERE action = 'run'")
+    assert len(task_runs) == 13 and {(r["node"], r["state"]) for r in task_runs} == {("n1", "done")}
+
+
+def test_a_wrong_token_is_refused_with_401_and_logged(tmp_path: Path) -> None:
+    croot = tmp_path / "collector"
+    add_node(croot, "n1")
+    root = make_root(tmp_path)
+    write_service(root, "svc", "[DEFAULT]\nnodes = n1\n")
+    with running_collector(croot) as c:
+        write_node_conf(root, url=c.url, token="not-the-token")
+        tick(root, hhmm(0))
+        rows = shared_db_rows(root / "var" / "om.db", "SELECT uuid, kind, attempts, last_error, sent_at FROM outbox")
+        assert {r["kind"] for r in rows} == {"status", "resinfo"}
+        assert all(r["attempts"] == 1 and r["last_error"] == "HTTP 401: bad token" and r["sent_at"] is None
+                   for r in rows)
+        log = runner_log_text(root)
+        for r in rows:
+            assert f"outbox: push {r['uuid']} ({r['kind']} svc) refused: HTTP 401: bad token" in log
+        status = json.loads(om(root, "svc", "print", "status", "--format", "json").stdout)
+        assert status["outbox"] == {"pending": 2, "last_error": "HTTP 401: bad token"}
+        token = add_node(croot, "n1")  # the collector accepts a token added while it runs
+        assert token
+    assert "push refused (401)" in c.log() or "401" in c.log()
+
+
+# -- a collector that misbehaves never holds back the tasks ------------------------------------------
+
+
+@contextmanager
+def misbehaving_server(mode: str) -> Iterator[str]:
+    """A node.conf collector url: `not a url`, a socket that never answers, or one answering garbage."""
+    if mode == "bad url":
+        yield "not a url"
+        return
+    srv = socket.create_server(("127.0.0.1", 0))
+    srv.settimeout(0.2)
+    stop = threading.Event()
+    accepted: list[socket.socket] = []
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = srv.accept()
+            except TimeoutError:
+                continue
+            accepted.append(conn)
+            if mode == "garbage":
+                conn.settimeout(2)
+                try:
+                    conn.recv(65536)
+                    conn.sendall(b"this is not HTTP\r\n\r\n")
+                except OSError:
+                    pass
+                conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{srv.getsockname()[1]}"
+    finally:
+        stop.set()
+        thread.join()
+        for s in accepted:
+            s.close()
+        srv.close()
+
+
+@pytest.mark.parametrize("mode", ["bad url", "hanging", "garbage"])
+def test_a_broken_collector_never_blocks_the_tasks(tmp_path: Path, mode: str) -> None:
+    root = make_root(tmp_path)
+    write_service(root, "svc", """
+        [DEFAULT]
+        nodes = n1
+
+        [task#0]
+        command = echo tick task
+        schedule = @10m
+    """)
+    with misbehaving_server(mode) as url:
+        write_node_conf(root, url=url, token="tok")
+        for now in (hhmm(0), hhmm(10)):
+            tick(root, now, timeout=60)  # returns: a hanging collector costs the read timeout at most
+    runs = shared_db_rows(root / "var" / "om.db", "SELECT state, scheduled_for FROM runs WHERE action = 'run' "
+                          "ORDER BY id")
+    assert [(r["state"], str(r["scheduled_for"])[:16]) for r in runs] == [
+        ("done", hhmm(0)), ("done", hhmm(10))]
+    log = runner_log_text(root)
+    pushes = shared_db_rows(root / "var" / "om.db", "SELECT kind, attempts, last_error, sent_at FROM outbox")
+    if mode == "bad url":
+        # a bad url is a bad node.conf value: logged, default (no collector) used, no push scheduled
+        assert "not an http:// or https:// URL" in log
+        assert pushes == []
+        sched = om(root, "svc", "print", "schedule", "--format", "json", env={"OM_NOW": hhmm(11)})
+        notes = {r["action"]: (r["verdict"], r["note"]) for r in json.loads(sched.stdout)}
+        assert notes["push_resinfo"] == notes["push_config"] == ("not_configured", "no collector configured")
+        return
+    assert pushes and all(p["sent_at"] is None and p["attempts"] >= 1 for p in pushes)
+    reason = "read timed out" if mode == "hanging" else "malformed response: BadStatusLine"
+    assert all(p["last_error"].startswith(reason) for p in pushes), pushes
+    assert reason in log
+
+
+# -- the schedule table of the built-ins ----------------------------------------------------------
+
+
+def schedule(root: Path, name: str | None = None, now: str = hhmm(5)) -> dict[str, dict[str, Any]]:
+    args = ("node", "print", "schedule") if name is None else (name, "print", "schedule")
+    proc = om(root, *args, "--format", "json", env={"OM_NOW": now})
+    assert proc.returncode == 0, proc.stderr
+    return {f"{r['service']}:{r['action']}" if name is None else r["action"]: r for r in json.loads(proc.stdout)}
+
+
+def test_print_schedule_rows_of_the_builtins(tmp_path: Path) -> None:
+    root = make_root(tmp_path)
+    write_service(root, "svc", "[DEFAULT]\nnodes = n1\n\n[task#0]\ncommand = /bin/true\nschedule = @1h\n")
+    rows = schedule(root, "svc")
+    assert {a: (r["config_parameter"], r["schedule_definition"], r["scope"]) for a, r in rows.items()} == {
+        "run": ("task#0.schedule", "@1h", "node"),
+        "status": ("DEFAULT.status_schedule", "@10m", "node"),
+        "push_resinfo": ("DEFAULT.resinfo_schedule", "@60m", "node"),
+        "push_config": ("DEFAULT.push_schedule", "~00:00-06:00", "node"),
+        "compliance_auto": ("DEFAULT.comp_schedule", "~00:00-06:00", "node"),
+    }
+    assert (rows["push_resinfo"]["verdict"], rows["push_resinfo"]["note"]) == ("not_configured",
+                                                                              "no collector configured")
+    assert rows["push_config"]["note"] == "no collector configured"
+    assert (rows["compliance_auto"]["verdict"], rows["compliance_auto"]["note"]) == ("not_configured",
+                                                                                    "no compliance modules")
+    assert rows["status"]["verdict"] == "due"
+    text = om(root, "svc", "print", "schedule", env={"OM_NOW": hhmm(5)}).stdout.splitlines()
+    assert text[0].split() == ["ACTION", "LAST_RUN", "NEXT_RUN", "CONFIG_PARAMETER", "SCHEDULE", "NOTE"]
+    line = {ln.split()[0]: ln for ln in text[1:]}
+    assert "DEFAULT.resinfo_schedule  @60m" in line["push_resinfo"] and line["push_resinfo"].endswith(
+        "no collector configured")
+    assert line["compliance_auto"].endswith("no compliance modules")
+
+    # with a collector and modules the pushes and compliance are scheduled (the window offset is stable)
+    write_node_conf(root, url="http://127.0.0.1:9", token="tok")
+    write_service(root, "svc", "[DEFAULT]\nnodes = n1\ncomp_modules = m1\n")
+    rows = schedule(root, "svc")
+    for action in ("push_resinfo", "push_config", "compliance_auto"):
+        assert rows[action]["verdict"] in ("due", "not_due"), rows[action]
+    assert rows["push_config"]["next_run"] == schedule(root, "svc")["push_config"]["next_run"]
+    assert rows["push_config"]["next_run"] > f"{DAY}T00:05"
+
+    # after a tick: LAST_RUN of the built-ins that ran
+    tick(root, hhmm(0))
+    rows = schedule(root, "svc")
+    assert rows["status"]["last_run"].startswith(f"{DAY}T00:00:00")
+    assert rows["status"]["next_run"].startswith(f"{DAY}T00:10:00")
+    assert rows["push_resinfo"]["next_run"].startswith(f"{DAY}T01:00:00")
+
+
+def test_node_print_schedule_lists_compliance_and_push_rows_first(tmp_path: Path) -> None:
+    root = make_root(tmp_path)
+    write_node_conf(root, url="http://127.0.0.1:9", token="tok")
+    for name in ("alpha", "beta"):
+        write_service(root, name, "[DEFAULT]\nnodes = n1\ncomp_modules = m1\n\n[task#0]\ncommand = /bin/true\n")
+    proc = om(root, "node", "print", "schedule", env={"OM_NOW": hhmm(5)})
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].split() == ["SERVICE", "ACTION", "LAST_RUN", "NEXT_RUN", "CONFIG_PARAMETER", "SCHEDULE", "NOTE"]
+    order = [tuple(ln.split()[:2]) for ln in lines[1:]]
+    assert len(order) == 10
+    actions = [a for _, a in order]
+    first = actions[:6]
+    assert sorted(first) == sorted(["compliance_auto", "push_config", "push_resinfo"] * 2), order
+    assert set(actions[6:]) == {"run", "status"}
+    assert {s for s, _ in order} == {"alpha", "beta"}
+    rows = json.loads(om(root, "node", "print", "schedule", "--format", "json", env={"OM_NOW": hhmm(5)}).stdout)
+    assert [(r["service"], r["action"]) for r in rows] == order
+    assert all(r["node"] == "n1" for r in rows)
+
+
+@pytest.mark.parametrize("change, verdict, note", [
+    ("disable = true", "service_disabled", "disabled"),
+    ("status_schedule = @0", "unscheduled", "unscheduled (manual runs only)"),
+])
+def test_builtins_obey_disable_and_unscheduled(tmp_path: Path, change: str, verdict: str, note: str) -> None:
+    croot = tmp_path / "collector"
+    token = add_node(croot, "n1")
+    root = make_root(tmp_path)
+    write_module(root, "m1", "exit 0\n")
+    with running_collector(croot) as c:
+        write_node_conf(root, url=c.url, token=token)
+        write_service(root, "svc", f"""
+            [DEFAULT]
+            nodes = n1
+            comp_modules = m1
+            comp_schedule = @10m
+            {change}
+        """)
+        rows = schedule(root, "svc")
+        assert (rows["status"]["verdict"], rows["status"]["note"]) == (verdict, note)
+        for now in (hhmm(0), hhmm(10)):
+            tick(root, now)
+        pushes = collected(c, token, service="svc")
+    runs = shared_db_rows(root / "var" / "om.db", "SELECT action, state FROM runs")
+    if change.startswith("disable"):
+        assert {a: (r["verdict"], r["note"]) for a, r in rows.items()} == {
+            a: ("service_disabled", "disabled")
+            for a in ("status", "push_resinfo", "push_config", "compliance_auto")}
+        assert runs == [] and pushes == []
+        text = om(root, "svc", "print", "schedule", env={"OM_NOW": hhmm(5)}).stdout
+        assert all(ln.endswith("disabled") for ln in text.splitlines()[1:])
+        return
+    # status unscheduled: no status run or push; the other built-ins still run
+    actions = Counter(r["action"] for r in runs)
+    assert "status" not in actions
+    assert actions["compliance_auto"] == 2 and actions["push_resinfo"] == 1 and actions["push_config"] >= 1
+    assert "status" not in {p["kind"] for p in pushes}
+    assert Counter(p["kind"] for p in pushes)["compliance"] == 2
+    after = schedule(root, "svc", now=hhmm(11))
+    assert (after["status"]["verdict"], after["status"]["note"], after["status"]["next_run"]) == (
+        "unscheduled", "unscheduled (manual runs only)", None)
