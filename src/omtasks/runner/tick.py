@@ -417,6 +417,10 @@ def run_tick(ctx, *, verbose: bool = False, wait: bool = False) -> int:
             ctx.now = read_now(ctx.tz)
         tick = Tick(ctx, verbose=verbose)
         tick.run()
+    from omtasks.runner import prune
+
+    if prune.due(ctx):
+        prune.prune(ctx)
     if ctx.node_config.has_collector:
         # after the tick lock: a hanging collector delays neither claims nor the next tick (SPEC 8.3)
         from omtasks.runner.outbox import deliver
