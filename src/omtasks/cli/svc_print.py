@@ -51,23 +51,33 @@ def print_config(fmt: str) -> None:
 @print_group.command("schedule")
 @format_option
 @click.option("--rid", help="only these entries (comma list of rids or actions)")
-def print_schedule(fmt: str, rid: str | None) -> None:
+@click.option("--explain", is_flag=True, help="add the last 10 decisions of each entry")
+def print_schedule(fmt: str, rid: str | None, explain: bool) -> None:
     """The schedule table, computed live at now with the tick's code (read-only)."""
     from omtasks.cli.output import dump_json, table
-    from omtasks.runner.table import schedule_rows
+    from omtasks.runner.table import decisions, schedule_rows
 
     ctx = _context()
     try:
         name = service_name()
         _config_path(ctx, name)
         rows = schedule_rows(ctx, [name], rid)
+        history = decisions(ctx, name, rows) if explain else {}
     finally:
         ctx.close()
     if fmt == "json":
-        click.echo(dump_json([r.as_json(ctx.tz) for r in rows]))
+        docs = [r.as_json(ctx.tz) for r in rows]
+        if explain:
+            for doc, r in zip(docs, rows, strict=True):
+                doc["decisions"] = history[(r.action, r.rid or "")]
+        click.echo(dump_json(docs))
         return
     click.echo(table(["ACTION", "LAST_RUN", "NEXT_RUN", "CONFIG_PARAMETER", "SCHEDULE", "NOTE"],
                      [r.as_row(ctx.tz) for r in rows]))
+    for r in rows if explain else []:
+        click.echo(f"\n{r.rid or r.action}:")
+        for d in history[(r.action, r.rid or "")] or [{"at": "-", "verdict": "no decision recorded", "reason": None}]:
+            click.echo(f"  {d['at']}  {d['verdict']}" + (f": {d['reason']}" if d["reason"] else ""))
 
 
 @print_group.command("runs")

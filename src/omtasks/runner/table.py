@@ -79,3 +79,20 @@ def schedule_rows(ctx, names: list[str], rid_filter: str | None = None) -> list[
                                        entry.definition, entry.dialect, entry.scope_name, marker.last_attempt_at,
                                        marker.last_success_at, next_run, v.verdict, note))
     return out
+
+
+def decisions(ctx, service: str, rows: list[ScheduleRow], limit: int = 10) -> dict[tuple[str, str], list[dict]]:
+    """The last `limit` recorded decisions of each entry, newest first (`--explain`)."""
+    from omtasks.db.schema import schedule_decisions
+
+    d = schedule_decisions.c
+    out: dict[tuple[str, str], list[dict]] = {}
+    with reading(ctx.engine) as conn:
+        for r in rows:
+            q = (select(d.at, d.verdict, d.reason, d.slot, d.run_id)
+                 .where(d.service == service, d.node == ctx.node, d.action == r.action, d.rid == (r.rid or ""))
+                 .order_by(d.id.desc()).limit(limit))
+            out[(r.action, r.rid or "")] = [
+                {"at": show(from_utc_naive(x.at), ctx.tz), "verdict": x.verdict, "reason": x.reason,
+                 "run_id": x.run_id} for x in conn.execute(q)]
+    return out
