@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -21,6 +22,8 @@ import pytest
 from omtest import (
     make_root,
     om,
+    om_cmd,
+    om_env,
     runner_log_text,
     shared_db_rows,
     tick,
@@ -68,8 +71,14 @@ class Cluster:
         return om(self.roots[node], *args, env=env, node=node, **kw)
 
     def tick(self, now: str, nodes: tuple[str, ...] = ("n1", "n2")) -> None:
-        for node in nodes:
-            tick(self.roots[node], now, env=self.env, node=node)
+        """Both nodes tick at `now` at the same time, as two runners of one cluster do; each must be silent."""
+        procs = {node: subprocess.Popen(om_cmd("runner", "tick", "--now", now, "--wait"),
+                                        env=om_env(self.roots[node], self.env, node), stdin=subprocess.DEVNULL,
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for node in nodes}
+        for node, proc in procs.items():
+            out, err = proc.communicate(timeout=120)
+            assert (proc.returncode, out, err) == (0, "", ""), f"{node} tick at {now}: {proc.returncode}\n{out}{err}"
 
     def write_service(self, name: str, text_: str) -> None:
         for root in self.roots.values():
