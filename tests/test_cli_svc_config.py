@@ -225,7 +225,8 @@ def test_kw_usage_errors(om: Om, om_root: Path, args: tuple[str, ...], message: 
     name = "newsvc" if args[0] == "create" else "pgdb"
     r = om(name, *args)
     assert r.returncode == 2
-    assert f"Error: {message}\n" in r.stderr
+    assert r.stderr.startswith(f"om: {message}")
+    assert len(r.stderr.splitlines()) == 1  # one line (SPEC 12)
     assert path.read_text() == FLEX
     assert not conf(om_root, "newsvc").exists()
 

@@ -38,8 +38,8 @@ SVC = """
 [DEFAULT]
 nodes = n1 n2
 comp_modules = m1
-comp_schedule = ~00:00-01:30
-push_schedule = @30m
+comp_schedule = ~00:00-00:50
+push_schedule = @20m
 
 [app#0]
 check = test -e {tmp}/{{nodename}}.up
@@ -104,6 +104,8 @@ def setup_cluster(tmp_path: Path, url: str, tokens: dict[str, str]) -> Cluster:
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "file.txt").write_text("payload\n")
     (tmp_path / "n1.up").touch()  # app#0 is up on n1 only
+    for node in ("n1", "n2"):
+        (tmp_path / f"{node}data").mkdir()  # rsync creates dst, not its parents
     for node, root in cl.roots.items():
         other = "n2" if node == "n1" else "n1"
         write_node_conf(root, url=url, token=tokens[node], transports={other: f"local:{tmp_path}/{other}data"})
@@ -120,10 +122,10 @@ def test_pushes_are_delivered_exactly_once_through_an_outage_and_a_config_change
     port = free_port()
     cl = setup_cluster(tmp_path, f"http://127.0.0.1:{port}", tokens)
     with running_collector(croot, port=port):
-        for m in range(0, 40, 10):
+        for m in (0, 10):
             cl.tick(hhmm(m))
-    # the collector is down from 00:35 to 01:05: pushes wait in the outbox
-    for m in range(40, 70, 10):
+    # the collector is down from 00:15 to 00:35: pushes wait in the outbox, the runners go on
+    for m in (20, 30):
         cl.tick(hhmm(m))
     for node in ("n1", "n2"):
         proc = cl.om(node, "svc", "print", "status", "--format", "json")
@@ -133,17 +135,18 @@ def test_pushes_are_delivered_exactly_once_through_an_outage_and_a_config_change
         text = cl.om(node, "svc", "print", "status").stdout
         assert f"outbox:    {outbox['pending']} pending, last error: connection refused" in text
         assert "connection refused" in runner_log_text(cl.roots[node])
-    # the config changes at 01:05 (both copies): one more config push per node
-    proc = cl.om("n1", "svc", "set", "--kw", "task#0.command=echo task ran again", now=hhmm(65))
+    # the config changes at 00:35 (both copies): one more config push per node
+    proc = cl.om("n1", "svc", "set", "--kw", "task#0.command=echo task ran again", now=hhmm(35))
     assert proc.returncode == 0, proc.stderr
     (cl.roots["n2"] / "etc" / "svc.conf").write_text((cl.roots["n1"] / "etc" / "svc.conf").read_text())
     with running_collector(croot, port=port) as c:
-        for m in range(70, 130, 10):
+        for m in (40, 50, 60):
             cl.tick(hhmm(m))
-        cl.tick(hhmm(125))  # delivers what the 02:00 workers queued after that tick's delivery
+        cl.tick(hhmm(65))  # delivers what the 01:00 workers queued after that tick's own delivery
         got = {n: collected(c, tokens["n1"], service="svc", node=n) for n in ("n1", "n2")}
-        latest = {(e["node"], e["kind"]): e["payload"] for e in call(c, "GET", "/v1/services", token=tokens["n2"])[1]
-                  if e["service"] == "svc"}
+        status, services = call(c, "GET", "/v1/services", token=tokens["n2"])
+        assert status == 200
+    latest = {(e["node"], e["kind"]): e["payload"] for e in services if e["service"] == "svc"}
 
     # nothing is lost, nothing is duplicated: the collector holds each outbox row exactly once
     outbox = cl.rows("SELECT uuid, node, kind, sent_at FROM outbox")
@@ -152,40 +155,43 @@ def test_pushes_are_delivered_exactly_once_through_an_outage_and_a_config_change
         uuids = [p["uuid"] for p in got[node]]
         assert len(uuids) == len(set(uuids))
         assert sorted(uuids) == sorted(r["uuid"] for r in outbox if r["node"] == node)
-    # per kind: status every 10 min, resinfo every 60 min, config once then once after the change,
-    # compliance once in its window
-    expected = {"status": 13, "resinfo": 3, "config": 2, "compliance": 1}
+    # per node and kind: status every 10 min, resinfo every 60 min, config once then once more after the
+    # change (push_config runs every 20 min but pushes only a new checksum), compliance once in its window
+    expected = {"status": 7, "resinfo": 2, "config": 2, "compliance": 1}
     for node in ("n1", "n2"):
         assert Counter(p["kind"] for p in got[node]) == expected, node
-    # every push comes from a run that is done, one push per run (config: only when the checksum changed)
     runs = cl.rows("SELECT action, node, state, count(*) AS n FROM runs WHERE action NOT IN ('run', 'start') "
                    "GROUP BY action, node, state")
     counts = {(r["action"], r["node"], r["state"]): r["n"] for r in runs}
     for node in ("n1", "n2"):
-        assert counts[("status", node, "done")] == 13
-        assert counts[("push_resinfo", node, "done")] == 3
-        assert counts[("push_config", node, "done")] == 5  # @30m from 00:00 to 02:00
-        assert counts[("compliance_auto", node, "done")] == 1
-    assert counts[("sync_update", "n1", "done")] == 3
-    assert ("sync_update", "n2", "done") not in counts
+        assert counts.pop(("status", node, "done")) == 7
+        assert counts.pop(("push_resinfo", node, "done")) == 2
+        assert counts.pop(("push_config", node, "done")) == 4
+        assert counts.pop(("compliance_auto", node, "done")) == 1
+    # the sync runs from the active node only, hourly
+    assert counts == {("sync_update", "n1", "done"): 2}
     assert (tmp_path / "n2data" / "data" / "file.txt").read_text() == "payload\n"
     # payloads
     assert latest[("n1", "status")] == {"instance": "up", "frozen": False,
                                         "resources": [{"rid": "app#0", "status": "up"}]}
     assert latest[("n2", "status")]["instance"] == "down"
     text_now = (cl.roots["n1"] / "etc" / "svc.conf").read_text()
-    config = [p["payload"] for p in got["n1"] if p["kind"] == "config"]
-    assert config[-1]["text"] == text_now and "echo task ran again" in text_now
-    assert "echo task ran again" not in config[0]["text"] and config[0]["checksum"] != config[1]["checksum"]
+    for node in ("n1", "n2"):
+        config = [p["payload"] for p in got[node] if p["kind"] == "config"]
+        assert config[-1]["text"] == text_now and "echo task ran again" in text_now
+        assert "echo task ran again" not in config[0]["text"] and config[0]["checksum"] != config[1]["checksum"]
+        assert latest[(node, "config")] == config[-1]
     resinfo = latest[("n1", "resinfo")]["resources"]
-    assert {r["rid"] for r in resinfo} >= {"task#0", "app#0"}
+    assert {r["rid"] for r in resinfo} == {"task#0", "app#0"}
     [task] = [r for r in resinfo if r["rid"] == "task#0"]
     assert task["command"] == "echo task ran again" and task["schedule"] == "@10m"
-    [compliance] = [p["payload"] for p in got["n2"] if p["kind"] == "compliance"]
-    assert [(r["module"], r["action"], r["status"]) for r in compliance["results"]] == [("m1", "check", "ok")]
-    # the task ran every 10 minutes on the active node only
-    task_runs = cl.rows("SELECT node, state FROM runs WHERE action = 'run'")
-    assert len(task_runs) == 13 and {(r["node"], r["state"]) for r in task_runs} == {("n1", "done")}
+    for node in ("n1", "n2"):
+        [compliance] = [p["payload"] for p in got[node] if p["kind"] == "compliance"]
+        assert [(r["module"], r["action"], r["status"]) for r in compliance["results"]] == [("m1", "check", "ok")]
+    # the task ran every 10 minutes, on the active node only, through the outage
+    task_runs = cl.rows("SELECT node, state, scheduled_for FROM runs WHERE action = 'run' ORDER BY id")
+    assert [(r["node"], r["state"], str(r["scheduled_for"])[:16]) for r in task_runs] == [
+        ("n1", "done", hhmm(m)) for m in range(0, 70, 10)]
 
 
 def test_a_wrong_token_is_refused_with_401_and_logged(tmp_path: Path) -> None:

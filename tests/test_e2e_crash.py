@@ -19,9 +19,8 @@ import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
-from omtest import db_path, db_rows, make_root, om_cmd, om_env, tick, utc_text, wait_until, write_service
-
 from omtasks.runner.procinfo import is_alive
+from omtest import db_path, db_rows, make_root, om_cmd, om_env, tick, utc_text, wait_until, write_service
 
 LIVE = ("scheduled", "eligible", "awaiting_confirmation", "running")
 

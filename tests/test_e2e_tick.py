@@ -10,9 +10,8 @@ from __future__ import annotations
 import json
 from datetime import datetime, timedelta
 
-from omtest import db_rows, make_root, om, runner_log_text, tick, utc_text, wait_until, write_service
-
 from omtasks.schedule.jitter import offset
+from omtest import db_rows, make_root, om, runner_log_text, tick, utc_text, wait_until, write_service
 
 
 def runs_of(root, service, rid=None):
@@ -141,8 +140,18 @@ def test_cron_slots_and_missed_slot_recorded_once(tmp_path):
     assert sched(runs_of(root, "cr")) == ["2026-11-27 10:00:00", "2026-11-27 10:05:00"]
     before = marker(root, "cr", "task#c")
     assert before == ("2026-11-27 10:05:00", "2026-11-27 10:05:00")
+    # a task first evaluated at 10:11:30: its 10:10 slot is older than the entry, never due nor missed
+    write_service(root, "cr2", """
+        [DEFAULT]
+        nodes = n1
+
+        [task#new]
+        command = /bin/true
+        schedule = */5 * * * *
+    """)
     # the 10:10 slot is 90 s late: missed, not run, recorded once, markers unchanged
     tick(root, "2026-11-27 10:11:30")
+    assert entry(root, "cr2", "task#new")["verdict"] == "not_due"
     tick(root, "2026-11-27 10:12:00")
     assert len(runs_of(root, "cr")) == 2
     assert marker(root, "cr", "task#c") == before
@@ -158,6 +167,7 @@ def test_cron_slots_and_missed_slot_recorded_once(tmp_path):
     assert sched(runs_of(root, "cr")) == ["2026-11-27 10:00:00", "2026-11-27 10:05:00", "2026-11-27 10:15:00"]
     assert {r["state"] for r in runs_of(root, "cr")} == {"done"}
     assert len(db_rows(root, "SELECT id FROM schedule_decisions WHERE verdict = 'missed'")) == 1
+    assert sched(runs_of(root, "cr2")) == ["2026-11-27 10:15:00"]
 
 
 def test_anacron_runs_once_per_day(tmp_path):
