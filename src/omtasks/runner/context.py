@@ -36,6 +36,7 @@ class Context:
     explicit_now: bool = False
     shared_nodes: int = 1  # node names in the database; > 1 means a cluster (SPEC 2)
     tz_mismatch: str | None = None  # set when this node's zone is not the cluster's (SPEC 2)
+    _node_problems: list = field(default_factory=list, repr=False)
     _engine: object = field(default=None, repr=False)
 
     @classmethod
@@ -52,13 +53,14 @@ class Context:
     def node_config(self):
         from omtasks.config import load_node_config
 
-        config, problems = load_node_config(node_conf_path(self.root))
-        if problems:
-            from omtasks.runner.logs import runner_log
-
-            for p in problems:
-                runner_log(self, f"{p} (default used)")
+        config, self._node_problems = load_node_config(node_conf_path(self.root))
         return config
+
+    @property
+    def node_problems(self) -> list:
+        """Bad node.conf values (their defaults are used); the tick logs them."""
+        _ = self.node_config
+        return self._node_problems
 
     @property
     def grace(self) -> int:

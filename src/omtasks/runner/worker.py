@@ -28,8 +28,15 @@ def gate(ctx, conn, run, service_cfg, *, live_checks: bool) -> tuple[str, str] |
         return sm.CANCELLED, "config invalid"
     if service_cfg.disable:
         return sm.CANCELLED, "service disabled"
+    if run.action == "sync_update":
+        sync = service_cfg.syncs.get(run.rid)
+        if sync is None:
+            return sm.CANCELLED, "sync deleted"
+        if sync.disable:
+            return sm.CANCELLED, "sync disabled"
+        return (sm.CANCELLED, "config invalid") if not sync.valid else None
     if run.action != "run":
-        return None  # built-in actions have no task section to check
+        return None  # the other built-in actions have no resource section to check
     task = service_cfg.tasks.get(run.rid)
     if task is None:
         return sm.CANCELLED, "task deleted"
