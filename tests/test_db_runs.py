@@ -110,6 +110,19 @@ def test_second_claim_of_a_slot_is_claimed_elsewhere(engine: Engine) -> None:
     assert (second.winner_id, second.winner_state) == (first.run_id, "eligible")
 
 
+def test_stale_evaluation_cannot_claim_the_next_slot(engine: Engine) -> None:
+    """A tick that decided 'due' on marker M loses when the marker moved before its claim (SPEC 8.4)."""
+    first = _claim(engine, expected_marker=None)
+    _finish(engine, first.run_id)  # the slot ran: the marker is now T0
+    stale = _claim(engine, node="n2", actor="runner@n2", expected_marker=None)
+    assert (stale.run_id, stale.verdict) == (None, "claimed_elsewhere")
+    assert stale.reason == f"run {first.run_id} claimed by n1"
+    with engine.connect() as conn:
+        assert conn.execute(select(runs.c.id)).all() == [(first.run_id,)]
+    fresh = _claim(engine, now=T0 + timedelta(minutes=1), expected_marker=T0)
+    assert fresh.verdict == "due" and fresh.marker == T0
+
+
 def test_next_slot_follows_the_marker_and_is_strictly_later(engine: Engine) -> None:
     first = _claim(engine)
     _finish(engine, first.run_id, "failed")

@@ -57,6 +57,8 @@ _FIELDS = frozenset(
         "placement_epoch",
     }
 )
+# `claim(expected_marker=...)` default: claim whatever the marker is (manual --cron runs).
+ANY_MARKER = object()
 # States counted against max_parallel (SPEC 8.4).
 _PARALLEL = sm.LIVE | {sm.AWAITING}
 
@@ -324,8 +326,14 @@ def claim(
     pid: int | None = None,
     proc_start: int | None = None,
     boot_id: str | None = None,
+    expected_marker: datetime | None | object = ANY_MARKER,
 ) -> ClaimResult:
     """Claim the slot that follows the entry's marker, exactly once (SPEC 8.4), in one transaction.
+
+    `expected_marker` is the marker the caller's due decision was based on: when
+    the marker moved since (another claimant ran the slot meanwhile), nothing is
+    inserted and the result is `claimed_elsewhere`, so a stale evaluation can
+    never claim the following slot early.
 
     The marker row is locked first, so claimants of one entry serialize and the
     loser sees the winner's run; the partial unique index on slot_key is the
@@ -334,7 +342,8 @@ def claim(
     when max_parallel is reached, skipped.
     """
     with engine.begin() as conn:
-        marker = _lock_entry(conn, service, action, rid, scope).last_attempt_at
+        current = _lock_entry(conn, service, action, rid, scope)
+        marker = current.last_attempt_at
         key = slot_key(service, action, rid, scope, marker)
         sf = scheduled_for.replace(microsecond=0)
         if marker is not None and sf <= marker:
@@ -353,6 +362,10 @@ def claim(
                 winner_state=holder[2],
             )
 
+        if expected_marker is not ANY_MARKER and marker != expected_marker:
+            last = conn.execute(select(runs.c.id, runs.c.node, runs.c.state)
+                                .where(runs.c.id == current.last_run_id)).first()
+            return elsewhere((last.id, last.node, last.state) if last is not None else (0, "?", "?"))
         holder = _slot_holder(conn, key)
         if holder is not None:
             return elsewhere(holder)

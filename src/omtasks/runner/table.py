@@ -70,7 +70,8 @@ def schedule_rows(ctx, names: list[str], rid_filter: str | None = None) -> list[
                 row = stored.get((name, entry.action, entry.rid or ""))
                 first_seen = from_utc_naive(row.created_at) if row is not None else ctx.now
                 v = evaluate(ctx, entry, cfg, state, boot=boot, first_seen=first_seen,
-                             previous=row.verdict if row is not None else None)
+                             previous=row.verdict if row is not None else None,
+                             previous_next=from_utc_naive(row.next_run_at) if row is not None else None)
                 next_run, note = v.next_run, v.note
                 if v.verdict == "due":
                     next_run, note = v.scheduled_for, "due: the next tick claims it"
