@@ -341,23 +341,24 @@ def preload_runner() -> None:
 
 
 def forked_ticks(
-    roots: dict[str, Path], now: str, *, env: dict[str, str] | None = None, timeout: float = 120
+    roots: dict[str, Path], now: str, *, env: dict[str, str] | None = None, timeout: float = 120, copies: int = 1
 ) -> None:
     """In-process variant of `concurrent_ticks` for long simulations (SPEC 14).
 
     Each node's tick is the `om runner tick --now NOW --wait` command itself,
     called through `omtasks.cli.main` in a process forked from the test (so no
     interpreter start and no imports), with that node's environment and
-    `OM_TICK_LOCK=0`; the nodes' ticks run concurrently.  The workers are
-    forked the same way (`_forked_worker`).  Asserts exit 0 and silence.
+    `OM_TICK_LOCK=0`; the nodes' ticks run concurrently (`copies` ticks per
+    node, to race a node with itself).  The workers are forked the same way
+    (`_forked_worker`).  Asserts exit 0 and silence.
     """
     import tempfile
     import traceback
 
     preload_runner()
     full = {"OM_TICK_LOCK": "0", **(env or {})}
-    children: dict[str, tuple[int, Any]] = {}
-    for node, root in roots.items():
+    children: list[tuple[str, int, Any]] = []
+    for node, root in [item for item in roots.items() for _ in range(copies)]:
         out = tempfile.TemporaryFile()
         pid = os.fork()
         if pid == 0:  # the tick
@@ -381,10 +382,10 @@ def forked_ticks(
                 sys.stdout.flush()
                 sys.stderr.flush()
                 os._exit(code)
-        children[node] = (pid, out)
+        children.append((node, pid, out))
     deadline = time.monotonic() + timeout
     problems = []
-    for node, (pid, out) in children.items():
+    for node, pid, out in children:
         while True:
             done, status = os.waitpid(pid, os.WNOHANG)
             if done:
@@ -402,3 +403,39 @@ def forked_ticks(
         if code != 0 or text_:
             problems.append(f"{node} forked tick at {now}: exit {code}\n{text_}")
     assert not problems, "\n".join(problems)
+
+
+class Cluster:
+    """Simulated nodes of one cluster: one OM_ROOT each (own node.conf, logs, modules), one shared SQLite database.
+
+    `tmp_path/<node>/omroot` is each node's root; `tmp_path/shared.db` the database (OM_DB_URL).
+    """
+
+    def __init__(self, tmp_path: Path, nodes: tuple[str, ...] = ("n1", "n2")) -> None:
+        self.tmp = tmp_path
+        self.db = tmp_path / "shared.db"
+        self.env = {"OM_DB_URL": f"sqlite:///{self.db}"}
+        self.roots = {n: make_root(tmp_path / n) for n in nodes}
+
+    def om(self, node: str, *args: str, now: str | None = None, **kw: Any) -> subprocess.CompletedProcess[str]:
+        """`om args...` on `node`, with OM_NOW when `now` is given."""
+        env = dict(self.env, **({"OM_NOW": now} if now else {}))
+        return om(self.roots[node], *args, env=env, node=node, **kw)
+
+    def tick(self, now: str, nodes: tuple[str, ...] | None = None) -> None:
+        """`om runner tick --now NOW --wait` on every node (or `nodes`) at the same time; each must be silent."""
+        procs = {node: subprocess.Popen(om_cmd("runner", "tick", "--now", now, "--wait"),
+                                        env=om_env(self.roots[node], self.env, node), stdin=subprocess.DEVNULL,
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for node in (nodes or tuple(self.roots))}
+        for node, proc in procs.items():
+            out, err = proc.communicate(timeout=120)
+            assert (proc.returncode, out, err) == (0, "", ""), f"{node} tick at {now}: {proc.returncode}\n{out}{err}"
+
+    def write_service(self, name: str, text_: str) -> None:
+        """The same `etc/<name>.conf` on every node."""
+        for root in self.roots.values():
+            write_service(root, name, text_)
+
+    def rows(self, sql: str, **params: Any) -> list[dict[str, Any]]:
+        return shared_db_rows(self.db, sql, **params)

@@ -177,9 +177,10 @@ def test_confirm_error_messages(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip() == (f"om: 2 pending confirmations for pgdb: choose one with --run "
                                    f"({ids[0]}, {ids[1]})")
-    # --run of a run that is not pending
+    # --run of a run that does not exist
     proc = confirm(root, "--run", "99", "--yes", now="2026-11-30 06:10:00")
-    assert proc.returncode == 1 and "run 99" in proc.stderr
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == "om: run 99 is not awaiting confirmation (state: none)"
     # expired at confirm time: confirm expires it as a tick would
     restore = runs(root)[0]["id"]
     proc = confirm(root, "--run", str(restore), "--yes", now="2026-11-30 08:00:30")
@@ -227,4 +228,25 @@ def test_no_path_runs_a_confirmed_task_without_a_yes(tmp_path):
     assert db_rows(root, "SELECT id FROM runs WHERE action = 'run' AND started_at IS NOT NULL") == []
     assert db_rows(root, "SELECT e.id FROM run_events e JOIN runs r ON r.id = e.run_id "
                          "WHERE r.action = 'run' AND e.to_state IN ('eligible', 'running')") == []
+    assert not flag.exists()
+
+
+def test_pending_confirmation_survives_a_broken_file_and_still_expires(tmp_path):
+    # SPEC 12: an INI syntax error makes the whole service invalid, but pending confirmations are kept
+    # (and still expire)
+    root, flag = setup_service(tmp_path)
+    tick(root, MONDAY)
+    [run] = runs(root)
+    conf = root / "etc" / "pgdb.conf"
+    good = conf.read_text()
+    conf.write_text(good + "[task#broken\n")
+    tick(root, "2026-11-30 06:30:00")
+    assert runs(root)[0]["state"] == "awaiting_confirmation"
+    assert [c["state"] for c in confirmations(root)] == ["pending"]
+    e = db_rows(root, "SELECT verdict FROM schedule_entries WHERE rid = 'task#restore'")
+    assert [r["verdict"] for r in e] == ["config_invalid"]
+    tick(root, "2026-11-30 08:00:02")
+    [run] = runs(root)
+    assert run["state"] == "failed" and run["reason"] == "confirmation expired"
+    assert [c["state"] for c in confirmations(root)] == ["expired"]
     assert not flag.exists()

@@ -416,3 +416,35 @@ def test_print_schedule_text_json_and_v_schedule(tmp_path):
     assert "task#" not in proc.stdout
     vs = db_rows(root, "SELECT verdict, next_run_at FROM v_schedule WHERE rid = 'task#backup'")
     assert vs[0]["verdict"] == "not_due" and utc_text(vs[0]["next_run_at"]) == "2026-11-27 10:10:00"
+
+
+def test_cron_slot_held_by_requires_unmet_is_dropped_not_missed(tmp_path):
+    # SPEC 8.2: a slot that expires while the verdict is requires_unmet is dropped, never recorded as missed,
+    # even when a later tick evaluates the entry again (task#fast keeps the service evaluated every tick)
+    root = make_root(tmp_path)
+    write_service(root, "hold", """
+        [DEFAULT]
+        nodes = n1
+        topology = flex
+
+        [task#c]
+        command = /bin/true
+        schedule = */5 * * * *
+        run_requires = instance(up)
+
+        [task#fast]
+        command = /bin/true
+        schedule = @1m
+    """)
+    tick(root, "2026-11-27 10:09:00")
+    tick(root, "2026-11-27 10:10:00")
+    assert entry(root, "hold", "task#c")["verdict"] == "requires_unmet"
+    proc = om(root, "hold", "start", env={"OM_NOW": "2026-11-27 10:11:00"})
+    assert proc.returncode == 0, proc.stderr
+    for now in ("2026-11-27 10:11:30", "2026-11-27 10:12:00", "2026-11-27 10:13:00"):
+        tick(root, now)
+        assert entry(root, "hold", "task#c")["verdict"] == "not_due", now
+    assert db_rows(root, "SELECT * FROM schedule_decisions WHERE verdict = 'missed'") == []
+    assert runs_of(root, "hold", "task#c") == []
+    tick(root, "2026-11-27 10:15:00")
+    assert sched(runs_of(root, "hold", "task#c")) == ["2026-11-27 10:15:00"]

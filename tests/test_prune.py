@@ -2,10 +2,9 @@
 
 from datetime import UTC, datetime, timedelta
 
-from omtest import db_rows, make_root, om, write_service
-
 from omtasks.db import open_engine
 from omtasks.db.runs import create_run, transition
+from omtest import db_rows, make_root, om, write_service
 
 NOW = datetime(2027, 6, 1, 12, 0, tzinfo=UTC)
 

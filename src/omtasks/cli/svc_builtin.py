@@ -54,23 +54,44 @@ def fix(module: str | None) -> int:
 def sync(rid: str | None) -> int:
     """Copy the sync resources' src to their target nodes now, from the active instance."""
     from omtasks import statemachine as sm
+    from omtasks.config import rid_sort_key
     from omtasks.db.runs import create_run, transition
     from omtasks.runner.builtin import sync as do_sync
+    from omtasks.runner.entries import sync_targets
     from omtasks.runner.logs import ServiceLog
+    from omtasks.runner.manual import node_refusal
     from omtasks.runner.requires import sync_refusal
 
     ctx, cfg = _prepare()
     try:
-        wanted = [r.strip() for r in rid.split(",")] if rid else sorted(cfg.syncs)
+        log = ServiceLog(ctx, cfg.name, terminal=True)
+        if cfg.disable:
+            log.line(None, "INFO", "service disabled")
+            return 0
+        refusal = node_refusal(cfg, ctx.node)
+        if refusal:
+            raise OmError(refusal)
+        wanted = [r.strip() for r in rid.split(",")] if rid else sorted(cfg.syncs, key=rid_sort_key)
         unknown = [r for r in wanted if r not in cfg.syncs]
         if unknown or not wanted:
             raise OmError(f"no sync resource match {', '.join(unknown) or 'the service'}")
+        # an invalid sync is not runnable (SPEC 12): its dst or options could send the copy anywhere
+        broken = [p for r in wanted if not cfg.syncs[r].disable for p in cfg.syncs[r].errors]
+        if broken:
+            for problem in broken:
+                click.echo(str(problem), err=True)
+            raise OmError("the selected syncs have config errors: nothing run")
         with ctx.engine.begin() as conn:
             refusal = sync_refusal(conn, cfg, ctx.node)
         if refusal:
             raise OmError(refusal)
-        log = ServiceLog(ctx, cfg.name, terminal=True)
         for r in wanted:
+            if cfg.syncs[r].disable:
+                log.line(r, "INFO", f"{r} disabled")
+                continue
+            if not sync_targets(cfg, cfg.syncs[r], ctx.node):
+                log.line(r, "INFO", "no sync target")
+                continue
             with ctx.engine.begin() as conn:
                 run_id = create_run(conn, service=cfg.name, action="sync_update", rid=r, node=ctx.node,
                                     trigger="manual", scheduled_for=ctx.now, now=ctx.now, scope=ctx.node,

@@ -88,11 +88,16 @@ def do_resinfo(ctx, service_cfg, run, log) -> tuple[bool, str | None, str | None
     with ctx.engine.begin() as conn:
         lr = last_runs.c
         markers = {r.rid: from_utc_naive(r.last_attempt_at) for r in conn.execute(
-            select(lr.rid, lr.last_attempt_at).where(lr.service == service_cfg.name, lr.action == "run"))}
-    resources = [{"rid": rid, "command": t.command, "user": t.user, "schedule": t.schedule,
-                  "last_run": iso(markers.get(rid), ctx.tz)} for rid, t in sorted(service_cfg.tasks.items())]
+            select(lr.rid, lr.last_attempt_at).where(lr.service == service_cfg.name, lr.action == "run",
+                                                     lr.scope.in_(("", ctx.node))))}
+    from omtasks.config import rid_sort_key
+
+    tasks = service_cfg.tasks
+    resources = [{"rid": rid, "command": tasks[rid].command, "user": tasks[rid].user,
+                  "schedule": tasks[rid].schedule, "last_run": iso(markers.get(rid), ctx.tz)}
+                 for rid in service_cfg.sorted_task_rids()]
     resources += [{"rid": rid, "command": a.start, "user": a.user, "schedule": None, "last_run": None}
-                  for rid, a in sorted(service_cfg.apps.items())]
+                  for rid, a in sorted(service_cfg.apps.items(), key=lambda item: rid_sort_key(item[0]))]
     _queue(ctx, "resinfo", service_cfg.name, {"resources": resources})
     return True, None, None
 
@@ -183,7 +188,7 @@ def sync(ctx, service_cfg, rid: str, log, run_id: int | None = None) -> tuple[bo
                              log_path=None, log=lambda level, msg: log(rid, level, msg, run_id))
         tails.append(f"{node}: {result.tail.strip()}")
         if result.timed_out or result.exit_code != 0:
-            return False, "timeout" if result.timed_out else f"exit code {result.exit_code}", "\n".join(tails)
+            return False, "timeout" if result.timed_out else f"exit code {result.exit_code}", "\n".join(tails)[-4096:]
     return True, None, "\n".join(tails)[-4096:]
 
 

@@ -23,7 +23,9 @@ def choose(conn, service: str, rid: str | None, run_id: int | None):
     """The one confirmation row the selector names, or OmError with SPEC 8.7's messages."""
     if run_id is not None:
         run = conn.execute(select(runs.c.state, runs.c.service).where(runs.c.id == run_id)).first()
-        if run is None or run.service != service:
+        if run is None:  # SPEC 12: `--run 99` not pending
+            raise OmError(f"run {run_id} is not awaiting confirmation (state: none)")
+        if run.service != service:
             raise OmError(f"run {run_id} is not a run of {service}")
         row = conn.execute(select(confirmations).where(confirmations.c.run_id == run_id,
                                                        confirmations.c.state == "pending")).first()

@@ -65,8 +65,14 @@ class ServiceState:
 
 
 def evaluate(ctx, entry: Entry, service_cfg, state: ServiceState, *, boot: datetime | None,
-             first_seen: datetime | None = None, previous: str | None = None) -> Verdict:
-    """The verdict of `entry` at ctx.now; `previous` is the verdict stored by the last tick."""
+             first_seen: datetime | None = None, previous: str | None = None,
+             previous_next: datetime | None = None) -> Verdict:
+    """The verdict of `entry` at ctx.now; `previous` is the verdict stored by the last tick.
+
+    `previous_next` is the next run that tick stored: when it is already past a
+    late cron slot, that tick saw the slot come and go (it was dropped under a
+    holding verdict), so the slot is not `missed` now either (SPEC 8.2).
+    """
     if entry.static_verdict is not None:
         return Verdict(entry.static_verdict, entry.static_reason)
     if ctx.tz_mismatch and entry.scope == "":
@@ -95,7 +101,9 @@ def evaluate(ctx, entry: Entry, service_cfg, state: ServiceState, *, boot: datet
         return Verdict("max_parallel", f"max parallel runs reached ({len(busy)}/{entry.max_parallel})",
                        next_run=nxt)
     if p.verdict == "missed":
-        if previous in HOLDING:
+        dropped = previous != "missed" and previous_next is not None and p.slot is not None \
+            and previous_next > p.slot
+        if previous in HOLDING or dropped:
             return Verdict("not_due", None, next_run=p.next_run)
         return Verdict("missed", p.reason, next_run=p.next_run, slot=p.slot)
     if p.verdict == "due":

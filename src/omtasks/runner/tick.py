@@ -89,6 +89,7 @@ class Tick:
     def run(self) -> None:
         ctx = self.ctx
         engine = ctx.engine
+        self.report_node_conf()
         with engine.begin() as conn:
             heartbeat(ctx, conn)
             self.check_cluster(conn)
@@ -106,7 +107,19 @@ class Tick:
         self.evaluate_all()
         self.launch()
 
-    # -- step 1: the cluster's zone and config copies -----------------------------------
+    # -- step 1: node.conf, the cluster's zone and config copies --------------------------
+
+    def report_node_conf(self) -> None:
+        """Log bad node.conf values to runner.log once per version of the file (SPEC 3.7)."""
+        ctx = self.ctx
+        problems = ctx.node_problems
+        stamp = ensure_dir(ctx.lock_dir) / f"nodeconf.{ctx.node}.reported"
+        text = "\n".join(str(p) for p in problems)
+        previous = stamp.read_text() if stamp.exists() else ""
+        if text != previous:
+            for p in problems:
+                runner_log(ctx, str(p))
+            stamp.write_text(text)
 
     def check_cluster(self, conn) -> None:
         """Record the cluster's zone (first node) and warn when this node's differs (SPEC 2)."""
@@ -187,6 +200,8 @@ class Tick:
             for r in rows:
                 if r.service not in self.catalog.files:
                     stop = (sm.CANCELLED, "service deleted")
+                elif r.state == sm.AWAITING and not self.catalog.config(r.service).valid:
+                    continue  # SPEC 12: a whole-service error keeps pending confirmations (they still expire)
                 else:
                     stop = gate(ctx, conn, r, self.catalog.config(r.service), live_checks=False)
                 if stop is not None:
@@ -246,12 +261,13 @@ class Tick:
                 row = rows.get((entry.action, entry.rid or ""))
                 first_seen = from_utc_naive(row.created_at) if row is not None else ctx.now
                 verdict = evaluate(ctx, entry, cfg, state, boot=self.boot, first_seen=first_seen,
-                                   previous=row.verdict if row is not None else None)
+                                   previous=row.verdict if row is not None else None,
+                                   previous_next=from_utc_naive(row.next_run_at) if row is not None else None)
                 results.append((entry, row, verdict, state.marker(entry).last_attempt_at))
         stored = []
         for entry, row, verdict, marker in results:
             if verdict.verdict == "due":
-                verdict = self.claim(entry, cfg, verdict)
+                verdict = self.claim(entry, cfg, verdict, marker)
             stored.append((entry, row, verdict, marker))
         seen = {(e.action, e.rid or "") for e in entries}
         with ctx.engine.begin() as conn:
@@ -269,7 +285,8 @@ class Tick:
                  who=JitterKey(ctx.node, entry.service, entry.jitter_key))
         return ctx.now if p.verdict == "due" else p.next_run
 
-    def claim(self, entry: Entry, cfg, verdict: Verdict) -> Verdict:
+    def claim(self, entry: Entry, cfg, verdict: Verdict, marker: datetime | None) -> Verdict:
+        """Claim the due slot; `marker` is the one the verdict was computed from."""
         ctx = self.ctx
         task = entry.task
         timeout = task.confirmation_timeout if task is not None and task.confirmation else None
@@ -278,7 +295,7 @@ class Tick:
                        max_parallel=entry.max_parallel, confirmation_timeout=timeout, actor=f"runner@{ctx.node}",
                        run_as=task.user if task is not None else None,
                        command=task.command if task is not None else None,
-                       placement_epoch=self.epoch(entry.service))
+                       placement_epoch=self.epoch(entry.service), expected_marker=marker)
         if result.run_id is not None and result.state == sm.AWAITING:
             until = result.expires_at.astimezone(ctx.tz).strftime("%Y-%m-%d %H:%M:%S")
             ServiceLog(ctx, entry.service, terminal=False).line(
@@ -421,11 +438,13 @@ def run_tick(ctx, *, verbose: bool = False, wait: bool = False) -> int:
 
     if prune.due(ctx):
         prune.prune(ctx)
+    from omtasks.runner.outbox import deliver
+
     if ctx.node_config.has_collector:
         # after the tick lock: a hanging collector delays neither claims nor the next tick (SPEC 8.3)
-        from omtasks.runner.outbox import deliver
-
         deliver(ctx)
     if wait:
         tick.wait()
+        if ctx.node_config.has_collector:
+            deliver(ctx)  # what the workers queued reaches the collector before --wait returns
     return 0
