@@ -35,6 +35,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
+
 from omtest import concurrent_ticks, forked_ticks, make_root, om, runner_log_text, url_rows, write_service
 
 LONG = os.environ.get("OM_LONG_TESTS") == "1"
@@ -212,24 +213,28 @@ def check_history(cl: Cluster, minutes: int) -> None:
     assert "Traceback" not in "".join(runner_log_text(r) for r in set(cl.roots.values()))
 
 
-def check_reports(cl: Cluster, minutes: int) -> None:
-    """`om pgdb print runs` and `print status` show the history and every node's instance and resources."""
+def check_reports(cl: Cluster, minutes: int, *, text: bool) -> None:
+    """`om pgdb print runs` and `print status` show the history and every node's instance and resources.
+
+    JSON `print status` on every node, JSON `print runs` on one; with `text`, the tables too.
+    """
     active, epoch, states = cl.before[minutes + 1]
     runs = cl.rows("SELECT id, action, node, state FROM runs WHERE service = :s", s=SERVICE)
+    proc = cl.om("n3", SERVICE, "print", "runs", "--format", "json", "--limit", "100000")
+    assert proc.returncode == 0, proc.stderr
+    shown = json.loads(proc.stdout)
+    assert sorted((r["id"], r["action"], r["node"], r["state"]) for r in shown) == sorted(
+        (r["id"], r["action"], r["node"], r["state"]) for r in runs)
+    assert [r["id"] for r in shown] == sorted((r["id"] for r in shown), reverse=True)  # newest first
+    assert {r["node"] for r in shown if r["action"] == "run"} == set(NODES)
+    assert {n: "up" if n == active else "down" for n in NODES} == {n: states[n] for n in NODES}
     for node in NODES:
-        proc = cl.om(node, SERVICE, "print", "runs", "--format", "json", "--limit", "100000")
-        assert proc.returncode == 0, proc.stderr
-        shown = json.loads(proc.stdout)
-        assert sorted((r["id"], r["action"], r["node"], r["state"]) for r in shown) == sorted(
-            (r["id"], r["action"], r["node"], r["state"]) for r in runs)
-        assert [r["id"] for r in shown] == sorted((r["id"] for r in shown), reverse=True)  # newest first
         proc = cl.om(node, SERVICE, "print", "status", "--format", "json")
         assert proc.returncode == 0, proc.stderr
         status = json.loads(proc.stdout)
         assert status["node"] == node and status["topology"] == "failover"
         assert status["placement"] == {"active_node": active, "epoch": epoch}
         assert {i["node"]: i["state"] for i in status["instances"]} == {n: states[n] for n in NODES}
-        assert {n: "up" if n == active else "down" for n in NODES} == {n: states[n] for n in NODES}
         resources = {(r["node"], r["rid"]): r for r in status["resources"]}
         assert set(resources) == {(n, rid) for n in NODES for rid in ("app#0", "task#0")}, resources
         for n in NODES:
@@ -237,14 +242,17 @@ def check_reports(cl: Cluster, minutes: int) -> None:
             last = resources[(n, "task#0")]["last_run"]
             ran = [r for r in runs if r["action"] == "run" and r["node"] == n]
             assert (last["id"] if last else None) == (max(r["id"] for r in ran) if ran else None)
-        text = cl.om(node, SERVICE, "print", "status")
-        assert text.returncode == 0, text.stderr
-        assert f"placement: {active} (epoch {epoch})" in text.stdout
-        for n in NODES:
-            assert f"node {n}: instance {states[n]}" in text.stdout
-        table = cl.om(node, SERVICE, "print", "runs", "--limit", "5")
-        assert table.returncode == 0 and table.stdout.splitlines()[0].split() == [
-            "ID", "STATE", "ACTION", "RID", "NODE", "TRIGGER", "SCHEDULED", "STARTED", "DURATION", "EXIT", "REASON"]
+    if not text:
+        return
+    proc = cl.om("n2", SERVICE, "print", "status")
+    assert proc.returncode == 0, proc.stderr
+    assert f"placement: {active} (epoch {epoch})" in proc.stdout
+    for n in NODES:
+        assert f"node {n}: instance {states[n]}" in proc.stdout
+    proc = cl.om("n2", SERVICE, "print", "runs", "--limit", "5")
+    assert proc.returncode == 0 and proc.stdout.splitlines()[0].split() == [
+        "ID", "STATE", "ACTION", "RID", "NODE", "TRIGGER", "SCHEDULED", "STARTED", "DURATION", "EXIT", "REASON"]
+    assert len(proc.stdout.splitlines()) == 6
 
 
 def test_relocation_real_ticks(cluster: Cluster):
@@ -252,7 +260,7 @@ def test_relocation_real_ticks(cluster: Cluster):
     simulate(cluster, minutes, period, concurrent_ticks)
     assert len(cluster.switches) == 3
     check_history(cluster, minutes)
-    check_reports(cluster, minutes)
+    check_reports(cluster, minutes, text=True)
 
 
 def test_relocation_simulated(cluster: Cluster):
@@ -260,4 +268,82 @@ def test_relocation_simulated(cluster: Cluster):
     simulate(cluster, minutes, period, forked_ticks)
     assert [to for _, to, _ in cluster.switches.values()][:3] == ["n2", "n3", "n1"]
     check_history(cluster, minutes)
-    check_reports(cluster, minutes)
+    check_reports(cluster, minutes, text=False)
+
+
+def test_concurrent_starts_make_one_node_active(cluster: Cluster, monkeypatch: pytest.MonkeyPatch):
+    """`om pgdb start` on two nodes at once, with no active node: exactly one becomes active and starts.
+
+    White-box: both commands run in threads of this process and meet at a
+    barrier just before moving the placement.  Unless the placement was read
+    under a lock, both pass it having seen no active node, and both start
+    (two active instances; on PostgreSQL the very first placement instead
+    fails on its primary key).  With the lock the second waits for the first,
+    the barrier times out, and it then sees the first node active.
+    """
+    import threading
+
+    from omtasks.cli.errors import OmError
+    from omtasks.runner import instance
+    from omtasks.runner.context import Context
+    from omtasks.runner.manual import load_for_run
+
+    for name, value in {**cl_env(cluster), "OM_NOW": at(0)}.items():
+        monkeypatch.setenv(name, value)
+    barrier = threading.Barrier(2, timeout=2)
+    real = instance.set_placement
+
+    def meeting(*args, **kwargs):
+        try:
+            barrier.wait()
+        except threading.BrokenBarrierError:
+            pass
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(instance, "set_placement", meeting)
+    outcome: dict[str, object] = {}
+
+    def start(node: str) -> None:
+        ctx = Context.create()
+        ctx.node, ctx.root = node, cluster.roots[node]
+        try:
+            outcome[node] = instance.start(ctx, load_for_run(ctx, SERVICE), lambda *a: None)
+        except OmError as exc:
+            outcome[node] = exc.message
+        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+            outcome[node] = repr(exc)
+        finally:
+            ctx.close()
+
+    for rounds in range(2):  # no placement row yet; then a placement cleared by `stop`
+        outcome.clear()
+        threads = [threading.Thread(target=start, args=(n,)) for n in ("n1", "n2")]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        [p] = cluster.rows("SELECT * FROM placements WHERE service = :s", s=SERVICE)
+        winner, loser = p["active_node"], ({"n1", "n2"} - {p["active_node"]}).pop()
+        assert outcome == {winner: 0, loser: f"{SERVICE} is active on {winner}: use 'om {SERVICE} switch --to {loser}'"}
+        assert p["epoch"] == 1 + 2 * rounds
+        assert sorted(f.name for f in cluster.flags.iterdir()) == [f"{winner}.up"]
+        assert cluster.om(winner, SERVICE, "stop", now=at(0, 1)).returncode == 0
+        barrier.reset()
+
+
+def cl_env(cl: Cluster) -> dict[str, str]:
+    """The environment for in-process commands of this cluster (n1's OM_ROOT; each test sets ctx.root)."""
+    return {"OM_ROOT": str(cl.roots["n1"]), "TZ": "UTC", **cl.env}
+
+
+def test_concurrent_ticks_of_one_node_queue_one_convergence_run(cluster: Cluster):
+    """SPEC 6.2: at most one start/stop run per instance at a time, even when a node's ticks race (OM_TICK_LOCK=0)."""
+    assert cluster.om("n1", SERVICE, "start", now=at(0)).returncode == 0
+    assert cluster.om("n1", SERVICE, "switch", "--to", "n2", now=at(0, 30)).returncode == 0
+    forked_ticks({"n1": cluster.roots["n1"]}, at(1), env=cluster.env, copies=4)
+    forked_ticks({"n2": cluster.roots["n2"]}, at(2), env=cluster.env, copies=4)
+    conv = cluster.rows("SELECT action, node, state FROM runs WHERE service = :s AND \"trigger\" = 'converge' "
+                        "ORDER BY id", s=SERVICE)
+    assert conv == [{"action": "stop", "node": "n1", "state": "done"},
+                    {"action": "start", "node": "n2", "state": "done"}]
+    assert sorted(f.name for f in cluster.flags.iterdir()) == ["n2.up"]

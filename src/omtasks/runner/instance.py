@@ -54,6 +54,21 @@ def local_instance(conn, service: str, node: str):
     return conn.execute(select(instances).where(c.service == service, c.node == node)).first()
 
 
+def locked_placement(conn, service: str, *, create: bool = False):
+    """The placement row, locked until commit (PostgreSQL `FOR UPDATE`; SQLite's BEGIN IMMEDIATE already is).
+
+    Commands that read the placement and then move it must hold this lock:
+    otherwise two concurrent `start`s on PostgreSQL both see no active node
+    and both start (two active instances), and concurrent `switch`es report
+    stale states and reuse an epoch.  `create` first inserts an empty row
+    (no active node, epoch 0) when there is none, so that the very first
+    placement is serialized too; the caller sets it in the same transaction.
+    """
+    if create:
+        insert_ignore(conn, placements, {"service": service, "active_node": None, "epoch": 0})
+    return conn.execute(select(placements).where(placements.c.service == service).with_for_update()).first()
+
+
 def set_placement(conn, ctx, service: str, active: str | None) -> int:
     """Move the placement; returns the new epoch."""
     p = placement(conn, service)
@@ -145,7 +160,7 @@ def _nodes_text(cfg) -> str:
 def start(ctx, cfg, log) -> int:
     with ctx.engine.begin() as conn:
         if cfg.topology == "failover":
-            p = placement(conn, cfg.name)
+            p = locked_placement(conn, cfg.name, create=True)
             active = p.active_node if p is not None else None
             if active not in (None, ctx.node):
                 raise OmError(f"{cfg.name} is active on {active}: use 'om {cfg.name} switch --to {ctx.node}'")
@@ -158,7 +173,7 @@ def stop(ctx, cfg, log) -> int:
     other = None
     with ctx.engine.begin() as conn:
         if cfg.topology == "failover":
-            p = placement(conn, cfg.name)
+            p = locked_placement(conn, cfg.name)
             active = p.active_node if p is not None else None
             if active == ctx.node:
                 set_placement(conn, ctx, cfg.name, None)
@@ -176,7 +191,7 @@ def switch(ctx, cfg, to: str) -> str:
     if to not in cfg.nodes and to not in cfg.drpnodes:
         raise OmError(f"{to} is not a node of {cfg.name} {_nodes_text(cfg)}")
     with ctx.engine.begin() as conn:
-        p = placement(conn, cfg.name)
+        p = locked_placement(conn, cfg.name, create=True)
         current = p.active_node if p is not None else None
         if current == to:
             return f"{cfg.name} is already active on {to}"
@@ -199,7 +214,13 @@ def convergence_action(conn, ctx, cfg, dead: set[str]) -> str | None:
     """`start`, `stop` or None for this node's instance of a failover service (SPEC 6.2)."""
     if cfg.topology != "failover" or not cfg.is_node_of_service(ctx.node):
         return None
-    mine = local_instance(conn, cfg.name, ctx.node)
+    # Lock this node's instance row until the caller's transaction (which queues the run) commits, so that
+    # concurrent ticks of this node (OM_TICK_LOCK=0, PostgreSQL) never queue two start/stop runs for it.
+    # Only ticks of the same node contend; a missing row is created `down` (what a missing row means).
+    insert_ignore(conn, instances, {"service": cfg.name, "node": ctx.node, "state": "down", "frozen": False,
+                                    "updated_at": to_utc_naive(ctx.now)})
+    mine = conn.execute(select(instances).where(instances.c.service == cfg.name, instances.c.node == ctx.node)
+                        .with_for_update()).first()
     if mine is not None and mine.frozen:
         return None
     p = placement(conn, cfg.name)
