@@ -14,8 +14,10 @@ entries would.  For each (entry, k) a runner does what a tick and its worker do:
 
 1. evaluate: read the entry's marker; if it is already at or past slot k's
    time, the slot is not due any more (another runner ran it): skip;
-2. claim: `omtasks.db.runs.claim(...)` for slot k (the real claim: marker row
-   locked, slot key from the re-read marker, partial unique index);
+2. claim: `omtasks.db.runs.claim(...)` for slot k with the marker read in 1 as
+   `expected_marker`, as the tick does (the real claim: marker row locked, a
+   marker moved since the evaluation loses, slot key from the re-read marker,
+   partial unique index);
 3. if it won: `eligible -> running` (the marker moves to slot k) and
    `running -> done`, one transaction each, as a worker would.
 
@@ -77,7 +79,7 @@ def runner(url: str, node: str, entries: int, per_entry: int, start_at: float, q
                 continue
             result = claim(engine, service=SERVICE, action="run", rid=rid, scope="", node=node, now=now,
                            scheduled_for=sf, max_parallel=1, confirmation_timeout=None, actor=f"bench@{node}",
-                           placement_epoch=1)
+                           placement_epoch=1, expected_marker=marker)
             stats["claims"] += 1
             stats[result.verdict] += 1
             if result.verdict != "due":

@@ -21,7 +21,7 @@ from omtasks.db.runs import (
     record_missed,
     transition,
 )
-from omtasks.db.schema import confirmations, run_events, runs, schedule_decisions
+from omtasks.db.schema import confirmations, placements, run_events, runs, schedule_decisions
 from omtasks.statemachine import IllegalTransition
 
 T0 = datetime(2026, 11, 28, 2, 0, tzinfo=UTC)
@@ -121,6 +121,20 @@ def test_stale_evaluation_cannot_claim_the_next_slot(engine: Engine) -> None:
         assert conn.execute(select(runs.c.id)).all() == [(first.run_id,)]
     fresh = _claim(engine, now=T0 + timedelta(minutes=1), expected_marker=T0)
     assert fresh.verdict == "due" and fresh.marker == T0
+
+
+def test_active_only_claim_rereads_the_placement(engine: Engine) -> None:
+    """A node that lost the placement before its claim committed claims nothing (SPEC 8.4 'on the active node')."""
+    lost = _claim(engine, active_only=True)
+    assert (lost.run_id, lost.verdict) == (None, "requires_unmet")
+    assert lost.reason == "requires instance(up): not the active instance (active: none)"
+    with engine.begin() as conn:
+        conn.execute(placements.insert().values(service="pgdb", active_node="n2", epoch=7))
+    assert _claim(engine, active_only=True).reason.endswith("(active: n2)")
+    won = _claim(engine, node="n2", actor="runner@n2", active_only=True)
+    assert won.verdict == "due"
+    with engine.connect() as conn:
+        assert conn.execute(select(runs.c.node, runs.c.placement_epoch)).all() == [("n2", 7)]
 
 
 def test_next_slot_follows_the_marker_and_is_strictly_later(engine: Engine) -> None:

@@ -26,7 +26,7 @@ from omtasks.db.markers import (
     read_marker,
     slot_key,
 )
-from omtasks.db.schema import confirmations, run_events, runs, schedule_decisions
+from omtasks.db.schema import confirmations, placements, run_events, runs, schedule_decisions
 from omtasks.timeutil import local_zone, to_utc_naive, utcnow
 
 __all__ = [
@@ -327,13 +327,17 @@ def claim(
     proc_start: int | None = None,
     boot_id: str | None = None,
     expected_marker: datetime | None | object = ANY_MARKER,
+    active_only: bool = False,
 ) -> ClaimResult:
     """Claim the slot that follows the entry's marker, exactly once (SPEC 8.4), in one transaction.
 
     `expected_marker` is the marker the caller's due decision was based on: when
     the marker moved since (another claimant ran the slot meanwhile), nothing is
     inserted and the result is `claimed_elsewhere`, so a stale evaluation can
-    never claim the following slot early.
+    never claim the following slot early.  `active_only` (entries that run on the
+    active instance only) re-reads the placement inside the transaction, locked
+    against a concurrent switch: a node that lost the placement claims nothing,
+    and the run records the epoch it was claimed under.
 
     The marker row is locked first, so claimants of one entry serialize and the
     loser sees the winner's run; the partial unique index on slot_key is the
@@ -369,6 +373,15 @@ def claim(
         holder = _slot_holder(conn, key)
         if holder is not None:
             return elsewhere(holder)
+        if active_only:
+            p = conn.execute(select(placements.c.active_node, placements.c.epoch)
+                             .where(placements.c.service == service).with_for_update(read=True)).first()
+            if p is None or p.active_node != node:
+                active = p.active_node if p is not None and p.active_node else "none"
+                return ClaimResult(run_id=None, verdict="requires_unmet", state=None, slot_key=key,
+                                   reason=f"requires instance(up): not the active instance (active: {active})",
+                                   scheduled_for=sf, marker=marker)
+            placement_epoch = p.epoch
         count = _parallel_count(conn, service, action, rid, scope)
         try:
             with conn.begin_nested():

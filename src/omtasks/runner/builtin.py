@@ -44,6 +44,9 @@ def execute_builtin(ctx, service_cfg, run) -> None:
     """Carry out one eligible built-in run to its terminal state."""
     log = ServiceLog(ctx, service_cfg.name, terminal=False)
     if run.action in ("start", "stop"):
+        if run.trigger == "converge" and _placement_moved(ctx, service_cfg.name, run.action):
+            _move(ctx, run.id, sm.ELIGIBLE, sm.CANCELLED, "placement changed")
+            return
         run_action(ctx, service_cfg, run.action, trigger=run.trigger, log=log.line, run_id=run.id)
         return
     pid, start, boot = procinfo.self_identity()
@@ -54,6 +57,16 @@ def execute_builtin(ctx, service_cfg, run) -> None:
         ok, reason, tail = False, f"error: {exc}", None
     _move(ctx, run.id, sm.RUNNING, sm.DONE if ok else sm.FAILED, None if ok else reason,
           output_tail=tail, exit_code=0 if ok else 1)
+
+
+def _placement_moved(ctx, service: str, action: str) -> bool:
+    """A queued convergence run that no longer matches the placement (a switch came in between)."""
+    from omtasks.runner.requires import placement
+
+    with ctx.engine.begin() as conn:
+        p = placement(conn, service)
+    active = p.active_node == ctx.node if p is not None else False
+    return active != (action == "start")
 
 
 def _queue(ctx, kind: str, service: str, payload: dict) -> None:

@@ -24,6 +24,7 @@ class Entry:
     static_verdict: str | None = None
     static_reason: str | None = None
     task: TaskConfig | None = None
+    active_only: bool = False  # runs on the active instance of a failover service only
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -85,13 +86,16 @@ def service_entries(service: ServiceConfig, node: str, node_config=None) -> list
     for rid in service.sorted_task_rids():
         task = service.tasks[rid]
         scope = "" if task_scope(service, task) == "cluster" else node
-        entry = Entry(service.name, "run", rid, f"{rid}.schedule", task.schedule, scope, None, task=task)
+        entry = Entry(service.name, "run", rid, f"{rid}.schedule", task.schedule, scope, None, task=task,
+                      active_only=service.topology == "failover"
+                      and any(r.target == "instance" for r in task.run_requires))
         _settle(entry, service, node, task.errors, task.schedule_error, task.disable)
         entries.append(entry)
     for rid in sorted(service.syncs, key=rid_sort_key):
         sync = service.syncs[rid]
         scope = "" if service.topology == "failover" else node
-        entry = Entry(service.name, "sync_update", rid, f"{rid}.schedule", sync.schedule, scope, None)
+        entry = Entry(service.name, "sync_update", rid, f"{rid}.schedule", sync.schedule, scope, None,
+                      active_only=service.topology == "failover")
         missing = None if sync_targets(service, sync, node) else "no sync target"
         _settle(entry, service, node, sync.errors, sync.schedule_error, sync.disable, missing)
         entries.append(entry)

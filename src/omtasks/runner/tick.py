@@ -295,7 +295,8 @@ class Tick:
                        max_parallel=entry.max_parallel, confirmation_timeout=timeout, actor=f"runner@{ctx.node}",
                        run_as=task.user if task is not None else None,
                        command=task.command if task is not None else None,
-                       placement_epoch=self.epoch(entry.service), expected_marker=marker)
+                       placement_epoch=self.epoch(entry.service), expected_marker=marker,
+                       active_only=entry.active_only)
         if result.run_id is not None and result.state == sm.AWAITING:
             until = result.expires_at.astimezone(ctx.tz).strftime("%Y-%m-%d %H:%M:%S")
             ServiceLog(ctx, entry.service, terminal=False).line(
