@@ -20,7 +20,8 @@ def list_cmd(fmt: str, all_: bool) -> None:
     from omtasks.cli.output import dump_json, table
     from omtasks.db.schema import confirmations as table_
     from omtasks.runner.context import Context
-    from omtasks.timeutil import from_utc_naive, iso, show
+    from omtasks.runner.status import confirmation_doc
+    from omtasks.timeutil import from_utc_naive, show
 
     ctx = Context.create()
     try:
@@ -34,11 +35,7 @@ def list_cmd(fmt: str, all_: bool) -> None:
         ctx.close()
     tz = ctx.tz
     if fmt == "json":
-        click.echo(dump_json([
-            {"id": r.id, "run_id": r.run_id, "service": r.service, "rid": r.rid, "node": r.node,
-             "requested_at": iso(from_utc_naive(r.requested_at), tz),
-             "expires_at": iso(from_utc_naive(r.expires_at), tz), "state": r.state,
-             "decided_at": iso(from_utc_naive(r.decided_at), tz), "decided_by": r.decided_by} for r in rows]))
+        click.echo(dump_json([confirmation_doc(r, tz) for r in rows]))
         return
     click.echo(table(["ID", "RUN", "SERVICE", "RID", "NODE", "REQUESTED", "EXPIRES", "STATE"],
                      [[str(r.id), str(r.run_id), r.service, r.rid, r.node,

@@ -34,32 +34,29 @@ def _local(ctx, cfg):
         raise OmError(refusal)
 
 
-@click.command()
-def start() -> int:
-    """Start the local instance (failover: this node becomes active if none is)."""
+def _local_action(name: str) -> int:
+    """Run `instance.start` or `instance.stop` on this node, logging to the terminal."""
     from omtasks.runner import instance
     from omtasks.runner.logs import ServiceLog
 
     ctx, cfg = _prepare()
     try:
         _local(ctx, cfg)
-        return instance.start(ctx, cfg, ServiceLog(ctx, cfg.name, terminal=True).line)
+        return getattr(instance, name)(ctx, cfg, ServiceLog(ctx, cfg.name, terminal=True).line)
     finally:
         ctx.close()
+
+
+@click.command()
+def start() -> int:
+    """Start the local instance (failover: this node becomes active if none is)."""
+    return _local_action("start")
 
 
 @click.command()
 def stop() -> int:
     """Stop the local instance (failover, on the active node: also clears the placement)."""
-    from omtasks.runner import instance
-    from omtasks.runner.logs import ServiceLog
-
-    ctx, cfg = _prepare()
-    try:
-        _local(ctx, cfg)
-        return instance.stop(ctx, cfg, ServiceLog(ctx, cfg.name, terminal=True).line)
-    finally:
-        ctx.close()
+    return _local_action("stop")
 
 
 @click.command()

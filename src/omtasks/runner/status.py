@@ -28,6 +28,14 @@ def _run(r, tz) -> dict | None:
             "started_at": iso(from_utc_naive(r.started_at), tz), "ended_at": iso(from_utc_naive(r.ended_at), tz)}
 
 
+def confirmation_doc(r, tz) -> dict:
+    """A `confirmations` row as the JSON object of SPEC 10."""
+    return {"id": r.id, "run_id": r.run_id, "service": r.service, "rid": r.rid, "node": r.node,
+            "requested_at": iso(from_utc_naive(r.requested_at), tz),
+            "expires_at": iso(from_utc_naive(r.expires_at), tz), "state": r.state,
+            "decided_at": iso(from_utc_naive(r.decided_at), tz), "decided_by": r.decided_by}
+
+
 def _last_run(conn, service: str, rid: str, node: str):
     c = runs.c
     return conn.execute(select(runs).where(c.service == service, c.rid == rid, c.node == node)
@@ -66,12 +74,8 @@ def service_status(ctx, name: str, path) -> dict:
                     "up" if last.state == "done" else "down")
                 resources.append({"node": node, "rid": rid, "status": status, "last_run": _run(last, tz)})
         cc = confirmations.c
-        pending = [{"id": r.id, "run_id": r.run_id, "service": r.service, "rid": r.rid, "node": r.node,
-                    "requested_at": iso(from_utc_naive(r.requested_at), tz),
-                    "expires_at": iso(from_utc_naive(r.expires_at), tz), "state": r.state,
-                    "decided_at": iso(from_utc_naive(r.decided_at), tz), "decided_by": r.decided_by}
-                   for r in conn.execute(select(confirmations).where(cc.service == name, cc.state == "pending")
-                                         .order_by(cc.id))]
+        pending = [confirmation_doc(r, tz) for r in conn.execute(
+            select(confirmations).where(cc.service == name, cc.state == "pending").order_by(cc.id))]
         cr = compliance_results.c
         latest = select(cr.module, cr.action, func.max(cr.id).label("id")).where(
             cr.service == name, cr.node == ctx.node).group_by(cr.module, cr.action).subquery()

@@ -8,6 +8,7 @@ inside a spring-forward gap moves forward by the gap).
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -92,16 +93,11 @@ class NetworkerSchedule:
         ns = naive_seconds(n)
         ls = naive_seconds(_local(last, now)) if last is not None else None
         waiting: tuple[TimeRange, float] | None = None
-        for m in self.includes:
-            if not m.dates.matches(ordinal):
-                continue
-            for r in m.ranges:
-                if not r.covers(tod):
-                    continue
-                if ls is None or ns >= ls + r.interval:
-                    return Decision("allowed", r.in_range_reason)
-                if waiting is None or ls + r.interval < waiting[1]:
-                    waiting = (r, ls + r.interval)
+        for _, r in self._covering(ordinal, tod):
+            if ls is None or ns >= ls + r.interval:
+                return Decision("allowed", r.in_range_reason)
+            if waiting is None or ls + r.interval < waiting[1]:
+                waiting = (r, ls + r.interval)
         if waiting is not None:
             r, due = waiting
             at = from_seconds(math.ceil(due)).strftime("%Y-%m-%d %H:%M:%S")
@@ -189,17 +185,20 @@ class NetworkerSchedule:
         """The `~` window occurrence holding naive second `t` (SPEC 4.4), when the range allowing `t` is one."""
         ordinal, tod = divmod(t, DAY)
         found: Window | None = None
-        for m in self.includes:
-            if not m.dates.matches(ordinal):
-                continue
-            for r in m.ranges:
-                if not r.covers(tod):
-                    continue
-                if not r.probabilistic:
-                    return None
-                if found is None:
-                    found = self._occurrence(m, r, t)
+        for m, r in self._covering(ordinal, tod):
+            if not r.probabilistic:
+                return None
+            if found is None:
+                found = self._occurrence(m, r, t)
         return found
+
+    def _covering(self, ordinal: int, tod: int) -> Iterator[tuple[Member, TimeRange]]:
+        """The include ranges whose date and time of day cover (ordinal, tod)."""
+        for m in self.includes:
+            if m.dates.matches(ordinal):
+                for r in m.ranges:
+                    if r.covers(tod):
+                        yield m, r
 
     def _occurrence(self, m: Member, r: TimeRange, t: int) -> Window:
         ordinal, tod = divmod(t, DAY)

@@ -161,15 +161,7 @@ def parse_days(ctx: _Ctx, text: str, offset: int) -> tuple[DayElement, ...] | No
         head, colon, ntext = piece.partition(":")
         if colon and not ntext:
             raise ctx.fail(f"missing day position in '{piece}'", piece, off)
-        if head in ("", "*"):
-            weekdays = None
-        else:
-            ends = head.split("-")
-            if len(ends) > 2 or not all(ends):
-                raise ctx.fail(f"invalid weekday range '{head}'", head, off)
-            a = _weekday(ctx, ends[0], off)
-            b = _weekday(ctx, ends[-1], off + len(ends[0]) + 1) if len(ends) == 2 else a
-            weekdays = frozenset(((a - 1 + i) % 7) + 1 for i in range((b - a) % 7 + 1))
+        weekdays = None if head in ("", "*") else _span(ctx, head, off, _weekday, 7, "weekday")
         if head == "" and not colon:
             raise ctx.fail(f"empty element in days list '{text}'", text, offset)
         nth = _nth(ctx, ntext, off + len(head) + 1, 31 if weekdays is None else 5) if colon else None
@@ -184,6 +176,16 @@ def _bounded_int(ctx: _Ctx, text: str, offset: int, low: int, high: int, what: s
     if not low <= n <= high:
         raise ctx.fail(f"{what} {text} out of range {low}-{high}", text, offset)
     return n
+
+
+def _span(ctx: _Ctx, head: str, off: int, one, size: int, what: str) -> frozenset[int]:
+    """A name or number, or a wrapping range `A-B` of them (`fri-mon`, `nov-feb`), as the set of values 1..size."""
+    ends = head.split("-")
+    if len(ends) > 2 or not all(ends):
+        raise ctx.fail(f"invalid {what} range '{head}'", head, off)
+    a = one(ctx, ends[0], off)
+    b = one(ctx, ends[-1], off + len(ends[0]) + 1) if len(ends) == 2 else a
+    return _wrapping(a, b, 1, size)
 
 
 def _wrapping(a: int, b: int, low: int, high: int) -> frozenset[int]:
@@ -234,12 +236,7 @@ def parse_months(ctx: _Ctx, text: str, offset: int) -> tuple[MonthElement, ...] 
                 raise ctx.fail(f"empty element in months list '{text}'", text, offset)
             months = None
         else:
-            ends = head.split("-")
-            if len(ends) > 2 or not all(ends):
-                raise ctx.fail(f"invalid month range '{head}'", head, off)
-            a = _month(ctx, ends[0], off)
-            b = _month(ctx, ends[-1], off + len(ends[0]) + 1) if len(ends) == 2 else a
-            months = _wrapping(a, b, 1, 12)
+            months = _span(ctx, head, off, _month, 12, "month")
         elements.append(MonthElement(months, modulo, shift))
     return tuple(elements)
 
