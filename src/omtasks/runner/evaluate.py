@@ -52,7 +52,7 @@ class ServiceState:
         }
         c = runs.c
         self.live = conn.execute(
-            select(c.id, c.action, c.rid, c.scope, c.node, c.state, c.scheduled_for, c.pid)
+            select(c.id, c.action, c.rid, c.scope, c.node, c.state, c.trigger, c.scheduled_for, c.pid)
             .where(c.service == service, c.state.in_(LIVE_STATES))
         ).fetchall()
 
@@ -96,6 +96,11 @@ def evaluate(ctx, entry: Entry, service_cfg, state: ServiceState, *, boot: datet
     p = plan(entry.schedule, ctx.now, marker.last_attempt_at, grace=ctx.grace, boot=boot,
              who=JitterKey(ctx.node, entry.service, entry.jitter_key), first_seen=first_seen)
     busy = [r for r in live if r.state in (sm.ELIGIBLE, sm.RUNNING)]
+    for r in busy:
+        if r.state == sm.ELIGIBLE and r.pid is None and r.node == ctx.node and r.trigger != "manual":
+            cap = ctx.node_config.max_running
+            return Verdict("node_cap", f"waiting for a launch slot ({cap}/{cap} running)",
+                           next_run=from_utc_naive(r.scheduled_for), run_id=r.id)
     if len(busy) >= entry.max_parallel:
         nxt = p.next_run if p.verdict != "due" else p.scheduled_for
         return Verdict("max_parallel", f"max parallel runs reached ({len(busy)}/{entry.max_parallel})",
