@@ -6,7 +6,7 @@ n/a.  Every check records the status in `resource_status` for this node.
 
 from __future__ import annotations
 
-from sqlalchemy import select, update
+from sqlalchemy import update
 
 from omtasks.db.markers import insert_ignore
 from omtasks.db.schema import resource_status
@@ -63,7 +63,3 @@ def check_app(ctx, service_cfg, rid: str) -> str:
     record_status(ctx, service_cfg.name, rid, status)
     return status
 
-
-def recorded_status(conn, service: str, node: str, rid: str) -> str | None:
-    c = resource_status.c
-    return conn.execute(select(c.status).where(c.service == service, c.node == node, c.rid == rid)).scalar()

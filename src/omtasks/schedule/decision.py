@@ -9,7 +9,3 @@ from dataclasses import dataclass
 class Decision:
     verdict: str  # "allowed" | "not_allowed" | "excluded"
     reason: str
-
-    @property
-    def allowed(self) -> bool:
-        return self.verdict == "allowed"

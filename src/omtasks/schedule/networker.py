@@ -154,10 +154,6 @@ class NetworkerSchedule:
             heads = [h for h in heads if h[0] > end or _advance(h, end + 1, limit)]
         return None
 
-    def excluded(self, seconds: int) -> bool:
-        ordinal, tod = divmod(seconds, DAY)
-        return any(m.covers(ordinal, tod) for m in self.excludes)
-
     def _excluded_until(self, t: int, limit: int) -> int | None:
         """Last second of the contiguous excluded stretch holding `t`, or None if `t` is not excluded."""
         if not self.excludes:
