@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 import textwrap
@@ -439,3 +440,28 @@ class Cluster:
 
     def rows(self, sql: str, **params: Any) -> list[dict[str, Any]]:
         return shared_db_rows(self.db, sql, **params)
+
+
+def children(pid: int) -> list[int]:
+    """Pids whose parent is `pid` (read from /proc)."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                data = f.read()
+        except OSError:
+            continue
+        if int(data[data.rfind(b")") + 1:].split()[1]) == pid:
+            out.append(int(entry))
+    return out
+
+
+def kill_worker(pid: int) -> None:
+    """SIGKILL a worker's process group, and the command it runs (in a session of its own)."""
+    for target in [pid, *children(pid)]:
+        try:
+            os.killpg(target, signal.SIGKILL)
+        except ProcessLookupError:
+            pass

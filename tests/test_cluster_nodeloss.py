@@ -6,13 +6,21 @@ Nodes n1 and n2 share one OM_ROOT and its SQLite database (`node.conf` sets
 
 from __future__ import annotations
 
-import os
-import signal
 from collections import Counter
 from datetime import datetime, timedelta
 
 from omtasks.runner.procinfo import is_alive
-from omtest import db_rows, make_root, om, runner_log_text, tick, utc_text, wait_until, write_service
+from omtest import (
+    db_rows,
+    kill_worker,
+    make_root,
+    om,
+    runner_log_text,
+    tick,
+    utc_text,
+    wait_until,
+    write_service,
+)
 
 T0 = datetime(2026, 11, 27, 10, 0, 0)  # UTC
 NODE_CONF = "[runner]\nnode_dead_after = 2m\n"
@@ -31,31 +39,6 @@ def setup_root(tmp_path, name: str, text_: str):
 
 def run_om(root, node: str, *args: str, now: str | None = None):
     return om(root, *args, node=node, env={"OM_NOW": now} if now else None)
-
-
-def children(pid: int) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                data = f.read()
-        except OSError:
-            continue
-        if int(data[data.rfind(b")") + 1:].split()[1]) == pid:
-            found.append(int(entry))
-    return found
-
-
-def kill_worker(pid: int) -> None:
-    """SIGKILL the worker's process group; then the task command's own group (a session of its own)."""
-    kids = children(pid)
-    for target in [pid, *kids]:
-        try:
-            os.killpg(target, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 def runs_of(root, service: str) -> list[dict]:

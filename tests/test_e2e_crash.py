@@ -20,7 +20,18 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 from omtasks.runner.procinfo import is_alive
-from omtest import db_path, db_rows, make_root, om_cmd, om_env, tick, utc_text, wait_until, write_service
+from omtest import (
+    db_path,
+    db_rows,
+    kill_worker,
+    make_root,
+    om_cmd,
+    om_env,
+    tick,
+    utc_text,
+    wait_until,
+    write_service,
+)
 
 LIVE = ("scheduled", "eligible", "awaiting_confirmation", "running")
 
@@ -32,32 +43,6 @@ def task_runs(root, service):
 def markers(root, service):
     rows = db_rows(root, "SELECT * FROM last_runs WHERE service = :s AND action = 'run'", s=service)
     return {r["rid"]: (utc_text(r["last_attempt_at"]), utc_text(r["last_success_at"])) for r in rows}
-
-
-def children(pid: int) -> list[int]:
-    out = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                data = f.read()
-        except OSError:
-            continue
-        fields = data[data.rfind(b")") + 1:].split()
-        if int(fields[1]) == pid:
-            out.append(int(entry))
-    return out
-
-
-def kill_worker(pid: int) -> None:
-    """SIGKILL a worker's process group, and the command it runs (in a session of its own)."""
-    kids = children(pid)
-    for target in [pid, *kids]:
-        try:
-            os.killpg(target, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 def check_after_tick(root, service):
