@@ -50,6 +50,12 @@ class RootGroup(click.Group):
         ctx.meta["om.service"] = name
         return _load(SERVICE_GROUP)
 
+    def shell_complete(self, ctx: click.Context, incomplete: str) -> list:
+        """The commands, then the services of this node (`om pg<TAB>`)."""
+        from omtasks.cli.completion import services
+
+        return [*super().shell_complete(ctx, incomplete), *services(incomplete)]
+
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         rows = [(name, help_) for name, (_, help_) in COMMANDS.items()]
         rows.append(("SVC ACTION", "act on one service: run, print, set, confirm, start, switch, ..."))

@@ -30,6 +30,27 @@ for _om_svc in $(om ls --format json 2>/dev/null | python3 -c 'import json,sys; 
 done
 unset _om_svc
 """
+LOGROTATE = """\
+# /etc/logrotate.d/om: the service logs and runner.log; om reopens a moved file at its next
+# line (WatchedFileHandler), so neither copytruncate nor a postrotate signal is needed.
+# Per-run logs (var/log/runs/) are not rotated: they go with their runs at retention.
+{root}/var/log/*.log {{
+    weekly
+    rotate 8
+    compress
+    delaycompress
+    missingok
+    notifempty
+    create 0640 root root
+}}
+"""
+
+
+def logrotate_snippet() -> str:
+    """The logrotate block of `om runner install --print`, for this OM_ROOT."""
+    from omtasks.paths import om_root
+
+    return LOGROTATE.format(root=om_root())
 
 
 @click.group()
@@ -78,7 +99,7 @@ def exec_cmd(run_ids: tuple[int, ...]) -> int:
 @runner.command()
 @click.option("--print", "print_", is_flag=True, required=True, help="print the crontab line and systemd unit")
 def install(print_: bool) -> None:
-    """Print the system crontab line, a systemd unit and an optional shell function."""
+    """Print the system crontab line, a systemd unit, an optional shell function and a logrotate snippet."""
     om = shutil.which("om") or f"{sys.executable} -m omtasks"
     click.echo("# /etc/cron.d/om: one line per node")
     click.echo(CRON_LINE.format(om=om))
@@ -86,6 +107,8 @@ def install(print_: bool) -> None:
     click.echo("# or /etc/systemd/system/om-runner.service (then: systemctl enable --now om-runner)")
     click.echo(SYSTEMD_UNIT.format(om=om))
     click.echo(SHELL_FUNCTION, nl=False)
+    click.echo("")
+    click.echo(logrotate_snippet(), nl=False)
 
 
 def _checked_now(text: str | None) -> str | None:

@@ -15,7 +15,8 @@ from omtasks.cli.errors import OmError
 ACTIONS = {
     "run": ("omtasks.cli.svc_run:run", "run tasks now, in the foreground"),
     "confirm": ("omtasks.cli.svc_run:confirm", "answer a pending confirmation"),
-    "print": ("omtasks.cli.svc_print:print_group", "print config, schedule, status or runs"),
+    "print": ("omtasks.cli.svc_print:print_group", "print config, schedule, status, runs or one run"),
+    "logs": ("omtasks.cli.svc_logs:logs", "the service log, or one run's output (--run ID)"),
     "create": ("omtasks.cli.svc_config:create", "write a new service config"),
     "delete": ("omtasks.cli.svc_config:delete", "remove the service config"),
     "set": ("omtasks.cli.svc_config:set_cmd", "set keywords"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from omtasks.cli import completion
 from omtasks.cli.errors import OmError
 from omtasks.cli.service import service_name
 
@@ -82,7 +83,7 @@ def print_schedule(fmt: str, rid: str | None, explain: bool) -> None:
 
 @print_group.command("runs")
 @format_option
-@click.option("--rid", help="only runs of these rids (comma list)")
+@click.option("--rid", help="only runs of these rids (comma list)", shell_complete=completion.rids)
 @click.option("--state", help="only runs in these states (comma list)")
 @click.option("--node", help="only runs of this node")
 @click.option("--limit", type=click.IntRange(1, None), default=20, show_default=True)
@@ -115,7 +116,7 @@ def print_runs(fmt: str, rid: str | None, state: str | None, node: str | None, l
         times = ("scheduled_for", "created_at", "started_at", "ended_at")
         click.echo(dump_json([
             {**{k: getattr(r, k) for k in keys}, **{k: iso(from_utc_naive(getattr(r, k)), tz) for k in times},
-             "requested_by": r.requested_by, "run_as": r.run_as} for r in rows]))
+             "requested_by": r.requested_by, "run_as": r.run_as, "output_tail": r.output_tail} for r in rows]))
         return
     out = []
     for r in rows:
@@ -127,6 +128,25 @@ def print_runs(fmt: str, rid: str | None, state: str | None, node: str | None, l
                     duration, None if r.exit_code is None else str(r.exit_code), r.reason])
     click.echo(table(["ID", "STATE", "ACTION", "RID", "NODE", "TRIGGER", "SCHEDULED", "STARTED", "DURATION",
                       "EXIT", "REASON"], out))
+
+
+@print_group.command("run")
+@click.argument("run_id", type=click.IntRange(1, 2**63 - 1), metavar="ID", shell_complete=completion.run_ids)
+@format_option
+def print_run(run_id: int, fmt: str) -> None:
+    """One run: its fields, every state change with its time and reason, its exit code and output."""
+    from omtasks.cli.output import dump_json
+    from omtasks.runner.history import render_run, run_document
+
+    ctx = _context()
+    try:
+        name = service_name()
+        doc = run_document(ctx, run_id)
+    finally:
+        ctx.close()
+    if doc is None or doc["service"] != name:
+        raise OmError(f"run {run_id} is not a run of service '{name}' (see 'om {name} print runs')")
+    click.echo(dump_json(doc) if fmt == "json" else render_run(doc))
 
 
 @print_group.command("status")

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import click
 
+from omtasks.cli import completion
 from omtasks.cli.errors import OmError
 from omtasks.cli.service import service_name
 
 
 @click.command()
-@click.option("--rid", help="comma list of rids; 'task' means every task")
+@click.option("--rid", help="comma list of rids; 'task' means every task", shell_complete=completion.rids)
 @click.option("--tags", help="a,b: any of the tags; a+b: all of them")
 @click.option("--subsets", help="comma list of subsets")
 @click.option("--confirm", is_flag=True, help="pre-confirm tasks that require a confirmation")
@@ -49,8 +50,9 @@ def run(rid: str | None, tags: str | None, subsets: str | None, confirm: bool, c
 
 
 @click.command()
-@click.option("--rid", help="the task whose pending confirmation is answered")
-@click.option("--run", "run_id", type=int, help="the run whose pending confirmation is answered")
+@click.option("--rid", help="the task whose pending confirmation is answered", shell_complete=completion.rids)
+@click.option("--run", "run_id", type=int, help="the run whose pending confirmation is answered",
+              shell_complete=completion.run_ids)
 @click.option("--yes", "answer", flag_value="yes", help="confirm: the run becomes eligible")
 @click.option("--no", "answer", flag_value="no", help="refuse: the run fails (confirmation refused)")
 def confirm(rid: str | None, run_id: int | None, answer: str | None) -> None:

@@ -57,6 +57,17 @@ _FIELDS = frozenset(
         "placement_epoch",
     }
 )
+# Told of every run that ends and every missed slot, in the transaction that records it: the
+# runner installs one per process (runner/observer.py) for outcome lines and notifications.
+_observer: Any = None
+
+
+def set_observer(observer: Any) -> None:
+    """Install `observer` (`.ended(conn, run_id, state, reason)`, `.missed(conn, **slot)`); None removes it."""
+    global _observer
+    _observer = observer
+
+
 # `claim(expected_marker=...)` default: claim whatever the marker is (manual --cron runs).
 ANY_MARKER = object()
 # States counted against max_parallel (SPEC 8.4).
@@ -245,6 +256,8 @@ def transition(
         )
     elif frm == sm.AWAITING:
         _follow_confirmation(conn, run_id, to, reason, actor, now)
+    if _observer is not None and to in sm.TERMINAL:
+        _observer.ended(conn, run_id, to, reason)
 
 
 def _follow_confirmation(
@@ -476,7 +489,7 @@ def record_missed(
     now: datetime,
 ) -> bool:
     """Record a missed cron slot once (SPEC 8.2); True when this call inserted the row."""
-    return insert_ignore(
+    inserted = insert_ignore(
         conn,
         schedule_decisions,
         {
@@ -491,3 +504,6 @@ def record_missed(
             "reason": reason,
         },
     )
+    if inserted and _observer is not None:
+        _observer.missed(conn, service=service, node=node, rid=rid, slot=slot, reason=reason)
+    return inserted

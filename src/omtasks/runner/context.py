@@ -71,7 +71,11 @@ class Context:
         if self._engine is None:
             from omtasks.db import open_engine
 
+            from omtasks.db.runs import set_observer
+            from omtasks.runner.observer import RunObserver
+
             self._engine = open_engine(root=self.root)
+            set_observer(RunObserver(self))  # outcome lines and notifications of the runs this process ends
         return self._engine
 
     @property
@@ -84,5 +88,8 @@ class Context:
 
     def close(self) -> None:
         if self._engine is not None:
+            from omtasks.db.runs import set_observer
+
+            set_observer(None)
             self._engine.dispose()
             self._engine = None

@@ -3,19 +3,22 @@
 Each pass reads the clock afresh and then sleeps until the earliest stored
 next run, confirmation expiry or outbox retry, at most 60 s.  SIGHUP cuts the
 sleep short (service configs and node.conf are re-read by every pass); SIGTERM and SIGINT
-let the current pass finish, then exit 0, leaving workers running.
+let the current pass finish, then exit 0, leaving workers running.  A failed
+pass is logged to runner.log and to stderr (the journal under systemd).
 """
 
 from __future__ import annotations
 
+import logging
 import signal
+import sys
 import threading
 
 from sqlalchemy import func, select
 
 from omtasks.db.schema import confirmations, schedule_entries
 from omtasks.runner.context import Context
-from omtasks.runner.logs import runner_log
+from omtasks.runner.logs import RUNNER_LOGGER, runner_log
 from omtasks.timeutil import from_utc_naive, read_now
 
 MAX_SLEEP = 60.0
@@ -47,6 +50,11 @@ def run_daemon() -> int:
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
     signal.signal(signal.SIGHUP, lambda _s, _f: wake.set())
+    # errors also go to stderr: under systemd, the journal shows why passes fail
+    to_stderr = logging.StreamHandler(sys.stderr)
+    to_stderr.setLevel(logging.ERROR)
+    to_stderr.setFormatter(logging.Formatter("om runner daemon: %(message)s"))
+    logging.getLogger(RUNNER_LOGGER).addHandler(to_stderr)
     ctx = Context.create()
     runner_log(ctx, "daemon started")
     try:
@@ -56,7 +64,7 @@ def run_daemon() -> int:
                 run_tick(ctx)
                 delay = next_wakeup(ctx)
             except Exception as exc:  # a failing pass is logged and retried, never fatal
-                runner_log(ctx, f"daemon: tick failed: {exc}")
+                runner_log(ctx, f"daemon: tick failed: {exc}", logging.ERROR)
                 delay = MAX_SLEEP
             wake.wait(timeout=delay)
             wake.clear()

@@ -6,9 +6,11 @@ and marks them sent only on a 2xx answer: sending is at least once, and the
 collector stores each uuid once.  Rows are never deleted or dropped; a refused
 or failed send is retried after 1, 2, 4, ... minutes, at most 60 apart.
 
-Delivery never delays the tick beyond its budget: it runs under a non-blocking
-per-node lock (a second delivery returns at once), each request has a 5 s
-connect and a 10 s read timeout, both cut to what is left of the budget, and
+Delivery never delays the tick beyond its budget (30 s of wall clock, node.conf
+`collector.budget`): it runs under a non-blocking per-node lock (a second
+delivery returns at once), through one pooled httpx client (runner/http.py:
+5 s connect and 10 s read timeouts cut to what is left of the budget, and a
+watchdog that ends a request in flight when the budget runs out), and
 the first failure to reach the collector (no HTTP answer) ends the delivery:
 the other due rows are retried on the same backoff instead of each waiting
 for its own timeout.  Every decision instant is `ctx.now` (SPEC 8.3 "Clocks");
@@ -18,11 +20,8 @@ only the budget is measured on the real clock.
 from __future__ import annotations
 
 import fcntl
-import http.client
 import json
 import os
-import socket
-import ssl
 import time
 import uuid
 from dataclasses import dataclass
@@ -39,8 +38,6 @@ from omtasks.db.schema import outbox
 from omtasks.runner.logs import runner_log
 from omtasks.timeutil import from_utc_naive, to_utc_naive
 
-CONNECT_TIMEOUT = 5.0
-READ_TIMEOUT = 10.0
 BUDGET = 30.0
 MAX_BACKOFF_MINUTES = 60
 #: due rows read per query; a delivery rarely gets through more within its budget
@@ -108,62 +105,48 @@ class _Target:
             raise ValueError("scheme must be http or https")
         if not parts.hostname:
             raise ValueError("no host")
-        self.port = parts.port  # ValueError when out of range or not a number
+        _ = parts.port  # ValueError when out of range or not a number
         self.host = parts.hostname
-        self.https = parts.scheme == "https"
-        self.path = parts.path.rstrip("/") + "/v1/push"
+        self.url = url.rstrip("/") + "/v1/push"
 
 
-def _send(target: _Target, token: str, body: bytes, remaining: float) -> tuple[int, str]:
+def _send(client: Any, target: _Target, token: str, body: bytes) -> tuple[int, str]:
     """POST one push; (status, one-line detail) for any HTTP answer, SendFailed when there is none."""
-    cls = http.client.HTTPSConnection if target.https else http.client.HTTPConnection
-    conn = cls(target.host, target.port, timeout=min(CONNECT_TIMEOUT, remaining))
-    started = time.monotonic()
-    phase = "connect"
+    import httpx
+
+    from omtasks.runner.http import BudgetExhausted, describe
+
     try:
-        conn.connect()
-        phase = "read"
-        conn.sock.settimeout(max(0.1, min(READ_TIMEOUT, remaining - (time.monotonic() - started))))
-        conn.request("POST", target.path, body=body, headers={
+        resp = client.post(target.url, content=body, headers={
             "Authorization": f"Bearer {token}", "Content-Type": "application/json"})
-        resp = conn.getresponse()
-        text = resp.read(64 * 1024).decode("utf-8", "replace")
-    except ConnectionRefusedError:
-        raise SendFailed("connection refused") from None
-    except TimeoutError:
-        raise SendFailed(f"{phase} timed out") from None
-    except socket.gaierror as exc:
-        raise SendFailed(f"cannot resolve {target.host}: {exc.strerror}") from None
-    except http.client.RemoteDisconnected:
-        raise SendFailed("connection closed without an answer") from None
-    except http.client.HTTPException as exc:
-        raise SendFailed(_one_line(f"malformed response: {type(exc).__name__} {exc}")) from None
-    except ssl.SSLError as exc:
-        raise SendFailed(_one_line(f"TLS: {exc.reason or exc}")) from None
-    except OSError as exc:
-        raise SendFailed(_one_line(exc.strerror or str(exc) or type(exc).__name__)) from None
-    finally:
-        conn.close()
+        text = resp.content[: 64 * 1024].decode("utf-8", "replace")
+    except (BudgetExhausted, httpx.HTTPError) as exc:
+        raise SendFailed(_one_line(describe(exc, target.host))) from None
     try:
         detail = json.loads(text).get("error") or ""
     except (ValueError, AttributeError):
         detail = text
-    return resp.status, _one_line(str(detail))
+    return resp.status_code, _one_line(str(detail))
 
 
-def _due_where(ctx: Any) -> tuple[Any, ...]:
-    """This node's unsent rows whose next attempt has come (a row without one is due)."""
+def _due_where(ctx: Any, kinds: frozenset[str] = KINDS) -> tuple[Any, ...]:
+    """This node's unsent rows of `kinds` whose next attempt has come (a row without one is due).
+
+    The collector's kinds by default; notifications (runner/notify.py) share the table with their own kinds.
+    """
     o = outbox.c
-    return (o.node == ctx.node, o.sent_at.is_(None),
+    return (o.node == ctx.node, o.sent_at.is_(None), o.kind.in_(sorted(kinds)),
             or_(o.next_attempt_at.is_(None), o.next_attempt_at <= to_utc_naive(ctx.now)))
 
 
-def _due(conn: Connection, ctx: Any, limit: int) -> list[Any]:
+def due_rows(conn: Connection, ctx: Any, limit: int, kinds: frozenset[str] = KINDS) -> list[Any]:
+    """Up to `limit` due rows of `kinds`, oldest first."""
     o = outbox.c
-    return conn.execute(select(outbox).where(*_due_where(ctx)).order_by(o.created_at, o.id).limit(limit)).all()
+    return conn.execute(select(outbox).where(*_due_where(ctx, kinds)).order_by(o.created_at, o.id)
+                        .limit(limit)).all()
 
 
-def _failed(conn: Connection, ctx: Any, row: Any, reason: str) -> datetime:
+def record_failure(conn: Connection, ctx: Any, row: Any, reason: str) -> datetime:
     """Record a failed try of `row`; returns its next attempt (aware)."""
     attempts = row.attempts + 1
     next_at = ctx.now + backoff(attempts)
@@ -176,9 +159,9 @@ def _defer_due(ctx: Any, reason: str) -> int:
     """Give every due row the failure `reason` (the collector cannot be reached now); their count."""
     count = 0
     with ctx.engine.begin() as conn:
-        while rows := _due(conn, ctx, BATCH):
+        while rows := due_rows(conn, ctx, BATCH):
             for row in rows:
-                _failed(conn, ctx, row, reason)
+                record_failure(conn, ctx, row, reason)
             count += len(rows)
     return count
 
@@ -190,7 +173,7 @@ def _body(ctx: Any, row: Any) -> bytes:
     }, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
-def deliver(ctx: Any, *, budget: float = BUDGET) -> DeliveryReport:
+def deliver(ctx: Any, *, budget: float | None = None) -> DeliveryReport:
     """Send this node's due rows to the collector, oldest first, for at most `budget` seconds.
 
     Does nothing without `collector.url` and `collector.token`, and returns at
@@ -208,7 +191,8 @@ def deliver(ctx: Any, *, budget: float = BUDGET) -> DeliveryReport:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             return DeliveryReport(skipped="locked")
-        return _deliver(ctx, config.collector_url, config.collector_token, budget)
+        return _deliver(ctx, config.collector_url, config.collector_token,
+                        float(config.collector_budget) if budget is None else budget)
     finally:
         os.close(fd)
 
@@ -222,10 +206,19 @@ def _deliver(ctx: Any, url: str, token: str, budget: float) -> DeliveryReport:
         if report.failed:
             runner_log(ctx, _one_line(f"outbox: bad collector.url '{url}': {exc}; {report.failed} push(es) kept"))
         return report
+    from omtasks.runner.http import DeliveryClient
+
     deadline = time.monotonic() + budget
+    config = ctx.node_config
+    with DeliveryClient(deadline, budget, config.collector_ca or config.collector_verify) as client:
+        return _deliver_rows(ctx, client, target, url, token, deadline, report)
+
+
+def _deliver_rows(ctx: Any, client: Any, target: _Target, url: str, token: str, deadline: float,
+                  report: DeliveryReport) -> DeliveryReport:
     while True:
         with reading(ctx.engine) as conn:
-            rows = _due(conn, ctx, BATCH)
+            rows = due_rows(conn, ctx, BATCH)
         if not rows:
             return report
         for row in rows:
@@ -236,10 +229,10 @@ def _deliver(ctx: Any, url: str, token: str, budget: float) -> DeliveryReport:
                         select(func.count()).select_from(outbox).where(*_due_where(ctx))).scalar_one()
                 return report
             try:
-                status, detail = _send(target, token, _body(ctx, row), remaining)
+                status, detail = _send(client, target, token, _body(ctx, row))
             except SendFailed as exc:
                 with ctx.engine.begin() as conn:
-                    next_at = _failed(conn, ctx, row, str(exc))
+                    next_at = record_failure(conn, ctx, row, str(exc))
                 others = _defer_due(ctx, str(exc))
                 report.failed += 1 + others
                 more = f"; {others} more push(es) deferred" if others else ""
@@ -253,7 +246,7 @@ def _deliver(ctx: Any, url: str, token: str, budget: float) -> DeliveryReport:
                 continue
             reason = f"HTTP {status}: {detail}" if detail else f"HTTP {status}"
             with ctx.engine.begin() as conn:
-                next_at = _failed(conn, ctx, row, reason)
+                next_at = record_failure(conn, ctx, row, reason)
             report.failed += 1
             runner_log(ctx, f"outbox: push {row.uuid} ({row.kind} {row.service or '-'}) refused: "
                             f"{reason}; next attempt {next_at.isoformat()}")

@@ -106,7 +106,7 @@ class Pipeline:
         else:
             outcome = self.finish(sm.FAILED, f"exit code {code}", code, result.tail)
         if task.on_error:
-            self.on_error(identity)
+            self.on_error(identity, outcome)
         return outcome
 
     def command(self, identity) -> execute.Result:
@@ -143,10 +143,16 @@ class Pipeline:
             self.say(level, f"{name} failed: exit code {result.exit_code}")
         return result.exit_code
 
-    def on_error(self, identity) -> None:
-        """on_error runs after the failure is recorded, so it cannot change the run's outcome."""
+    def on_error(self, identity, outcome: Outcome) -> None:
+        """on_error runs after the failure is recorded, so it cannot change the run's outcome.
+
+        It also gets OM_EXIT_CODE (empty when the command never exited), OM_STATE and OM_REASON.
+        """
+        env = self.env(identity)
+        env.update(OM_EXIT_CODE="" if outcome.exit_code is None else str(outcome.exit_code),
+                   OM_STATE=outcome.state, OM_REASON=outcome.reason or "")
         spec = execute.CommandSpec(self.task.on_error, identity, self.task.cwd, self.task.umask,
-                                   self.env(identity), self.task.timeout)
+                                   env, self.task.timeout)
         self.say("INFO", f"on_error: {self.task.on_error}")
         result = execute.run(spec, on_line=self.on_line, log_path=None, log=self.say)
         if result.exit_code != 0:

@@ -441,11 +441,17 @@ def run_tick(ctx, *, verbose: bool = False, wait: bool = False) -> int:
         prune.prune(ctx)
     from omtasks.runner.outbox import deliver
 
+    from omtasks.runner import notify
+
     if ctx.node_config.has_collector:
         # after the tick lock: a hanging collector delays neither claims nor the next tick (SPEC 8.3)
         deliver(ctx)
+    if ctx.node_config.has_notify:
+        notify.deliver(ctx)
     if wait:
         tick.wait()
         if ctx.node_config.has_collector:
             deliver(ctx)  # what the workers queued reaches the collector before --wait returns
+        if ctx.node_config.has_notify:
+            notify.deliver(ctx)
     return 0
