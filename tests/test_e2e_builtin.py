@@ -259,7 +259,7 @@ def test_a_broken_collector_never_blocks_the_tasks(tmp_path: Path, mode: str) ->
         return
     assert {p["kind"] for p in pushes} == {"status", "resinfo"}
     assert all(p["sent_at"] is None and p["attempts"] == 1 for p in pushes), pushes
-    reason = "read timed out" if mode == "hanging" else "malformed response: BadStatusLine"
+    reason = "read timed out" if mode == "hanging" else "malformed response: illegal status line"
     assert all(p["last_error"].startswith(reason) for p in pushes), pushes
     assert reason in log
     status = json.loads(om(root, "svc", "print", "status", "--format", "json").stdout)
@@ -317,25 +317,27 @@ def test_print_schedule_rows_of_the_builtins(tmp_path: Path) -> None:
     assert rows["push_resinfo"]["next_run"].startswith(f"{DAY}T01:00:00")
 
 
-def test_node_print_schedule_lists_compliance_and_push_rows_first(tmp_path: Path) -> None:
+def test_node_print_schedule_lists_every_entry_soonest_first_like_list_timers(tmp_path: Path) -> None:
     root = make_root(tmp_path)
     write_node_conf(root, url="http://127.0.0.1:9", token="tok")
     for name in ("alpha", "beta"):
         write_service(root, name, "[DEFAULT]\nnodes = n1\ncomp_modules = m1\n\n[task#0]\ncommand = /bin/true\n")
-    proc = om(root, "node", "print", "schedule", env={"OM_NOW": hhmm(5)})
+    tick(root, hhmm(0))
+    proc = om(root, "node", "print", "schedule", env={"OM_NOW": hhmm(1)})
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
-    assert lines[0].split() == ["SERVICE", "ACTION", "LAST_RUN", "NEXT_RUN", "CONFIG_PARAMETER", "SCHEDULE", "NOTE"]
-    order = [tuple(ln.split()[:2]) for ln in lines[1:]]
-    assert len(order) == 10
-    actions = [a for _, a in order]
-    first = actions[:6]
-    assert sorted(first) == sorted(["compliance_auto", "push_config", "push_resinfo"] * 2), order
-    assert set(actions[6:]) == {"run", "status"}
-    assert {s for s, _ in order} == {"alpha", "beta"}
-    rows = json.loads(om(root, "node", "print", "schedule", "--format", "json", env={"OM_NOW": hhmm(5)}).stdout)
-    assert [(r["service"], r["action"]) for r in rows] == order
-    assert all(r["node"] == "n1" for r in rows)
+    assert lines[0].split() == ["NEXT", "LEFT", "LAST", "PASSED", "SERVICE", "ACTION", "RID", "SCHEDULE", "NOTE"]
+    assert len(lines) == 11
+    rows = json.loads(om(root, "node", "print", "schedule", "--format", "json", env={"OM_NOW": hhmm(1)}).stdout)
+    assert len(rows) == 10 and all(r["node"] == "n1" for r in rows)
+    nexts = [r["next_run"] for r in rows if r["next_run"] is not None]
+    assert nexts == sorted(nexts) and rows[0]["next_run"] is not None  # soonest first, unscheduled last
+    assert {r["service"] for r in rows} == {"alpha", "beta"}
+    # the status entries ran at 00:00 and come back at 00:10: 9 minutes left, 1 minute passed
+    status = [ln for ln in lines[1:] if " status " in ln]
+    assert len(status) == 2 and all(" 9min " in ln and " 1min ago " in ln for ln in status), status
+    first = next(r for r in rows if r["action"] == "status")
+    assert (first["left_seconds"], first["passed_seconds"]) == (540.0, 60.0)
 
 
 @pytest.mark.parametrize("change, verdict, note", [

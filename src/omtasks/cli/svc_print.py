@@ -66,6 +66,8 @@ def print_schedule(fmt: str, rid: str | None, explain: bool) -> None:
         history = decisions(ctx, name, rows) if explain else {}
     finally:
         ctx.close()
+    if ctx.stale_tick:
+        click.echo(f"om: warning: {ctx.stale_tick}", err=True)
     if fmt == "json":
         docs = [r.as_json(ctx.tz) for r in rows]
         if explain:

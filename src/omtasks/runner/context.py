@@ -36,6 +36,7 @@ class Context:
     explicit_now: bool = False
     shared_nodes: int = 1  # node names in the database; > 1 means a cluster (SPEC 2)
     tz_mismatch: str | None = None  # set when this node's zone is not the cluster's (SPEC 2)
+    stale_tick: str | None = None  # set by the schedule table when this node's runner stopped ticking
     _node_problems: list = field(default_factory=list, repr=False)
     _engine: object = field(default=None, repr=False)
 

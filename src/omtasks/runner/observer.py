@@ -39,7 +39,7 @@ def outcome_line(row: Any) -> str:
     code = "-" if row.exit_code is None else str(row.exit_code)
     where = f" node={row.node}" if row.node else ""
     return (f"outcome: {row.action} state={row.state} exit_code={code} duration={duration}{where}"
-            + (f" reason={row.reason}" if row.reason else ""))
+            + (f" reason={row.reason}" if row.reason and row.state != sm.DONE else ""))
 
 
 class RunObserver:

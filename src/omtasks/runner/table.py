@@ -17,6 +17,7 @@ from omtasks.runner import procinfo
 from omtasks.runner.catalog import node_count
 from omtasks.runner.entries import service_entries
 from omtasks.runner.evaluate import ServiceState, evaluate
+from omtasks.runner.liveness import stale_tick
 from omtasks.timeutil import from_utc_naive, iso, show
 
 
@@ -58,6 +59,7 @@ def schedule_rows(ctx, names: list[str], rid_filter: str | None = None) -> list[
     out: list[ScheduleRow] = []
     with reading(ctx.engine) as conn:
         ctx.shared_nodes = node_count(conn)
+        ctx.stale_tick = stale_tick(ctx, conn)
         se = schedule_entries.c
         stored = {(r.service, r.action, r.rid): r
                   for r in conn.execute(select(schedule_entries).where(se.node == ctx.node, se.service.in_(names)))}
@@ -74,7 +76,8 @@ def schedule_rows(ctx, names: list[str], rid_filter: str | None = None) -> list[
                              previous_next=from_utc_naive(row.next_run_at) if row is not None else None)
                 next_run, note = v.next_run, v.note
                 if v.verdict == "due":
-                    next_run, note = v.scheduled_for, "due: the next tick claims it"
+                    next_run, note = v.scheduled_for, ("due: the next tick claims it" if ctx.stale_tick is None
+                                                       else "due: waiting for a runner tick (see the warning)")
                 marker = state.marker(entry)
                 out.append(ScheduleRow(name, ctx.node, entry.action, entry.rid, entry.config_parameter,
                                        entry.definition, entry.dialect, entry.scope_name, marker.last_attempt_at,

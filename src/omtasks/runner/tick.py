@@ -433,8 +433,13 @@ def run_tick(ctx, *, verbose: bool = False, wait: bool = False) -> int:
             return 0
         if not ctx.explicit_now:
             ctx.now = read_now(ctx.tz)
+        from omtasks.runner.liveness import record_tick
+        from omtasks.timeutil import utcnow
+
+        started, clock = utcnow(), time.monotonic()
         tick = Tick(ctx, verbose=verbose)
         tick.run()
+        record_tick(ctx, started, time.monotonic() - clock)
     from omtasks.runner import prune
 
     if prune.due(ctx):
