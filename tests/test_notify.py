@@ -189,11 +189,11 @@ def test_bad_notify_values_are_named_and_ignored(tmp_path: Path) -> None:
     tick(root, f"{DAY} 00:00")
     log = runner_log_text(root)
     node_conf = root / "etc" / "node.conf"
-    for line, keyword, message in (
-            (2, "webhook", "'ftp://x' is not an http:// or https:// URL"),
-            (3, "mail", "'not-an-address' is not a mail address"),
-            (4, "on", "unknown event 'sometimes' (expected failed, lost, missed, expired, done)"),
-            (5, "smtp", "'host:99999': port out of range")):
+    for line, keyword, message in (  # write_node_conf starts the file with an empty line
+            (3, "webhook", "'ftp://x' is not an http:// or https:// URL"),
+            (4, "mail", "'not-an-address' is not a mail address"),
+            (5, "on", "unknown event 'sometimes' (expected failed, lost, missed, expired, done)"),
+            (6, "smtp", "'host:99999': port out of range")):
         assert f"error: {node_conf}:{line}: [notify] {keyword}: {message}; using the default" in log, log
     assert notifications(root) == []  # nothing configured survives: no notification queued
     assert om(root, "svc", "print", "runs").returncode == 0
