@@ -140,7 +140,7 @@ def test_log_lines_service_log_run_log_and_output_tail(tmp_path: Path) -> None:
     service_log = root / "var" / "log" / "svc.log"
     assert stat.S_IMODE(service_log.stat().st_mode) == 0o640
     text = service_log.read_text().splitlines()
-    pattern = (r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2},\d{3} n1 run=" + str(run["id"])
+    pattern = (r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2},\d{3}[+-]\d{2}:\d{2} n1 run=" + str(run["id"])
                + r" task#0      INFO    /bin/sh -c '/usr/bin/seq 1 2000; echo oops >&2'")
     assert re.fullmatch(pattern, text[0]), text[0]
     assert text[-1].endswith(f"n1 run={run['id']} task#0      ERROR   | oops")
