@@ -197,3 +197,28 @@ def test_bad_notify_values_are_named_and_ignored(tmp_path: Path) -> None:
         assert f"error: {node_conf}:{line}: [notify] {keyword}: {message}; using the default" in log, log
     assert notifications(root) == []  # nothing configured survives: no notification queued
     assert om(root, "svc", "print", "runs").returncode == 0
+
+
+def test_a_killed_worker_is_notified_as_lost_with_an_outcome_line(tmp_path: Path) -> None:
+    from omtasks.runner.procinfo import is_alive
+    from omtest import kill_worker, wait_until
+
+    root = make_root(tmp_path)
+    hook = Hook(free_port())
+    hook.start()
+    try:
+        write_node_conf(root, extra=f"[notify]\nwebhook = http://127.0.0.1:{hook.port}/\n")
+        write_service(root, "crash", "[DEFAULT]\nnodes = n1\nstatus_schedule = @0\n\n[task#long]\n"
+                                     "command = sleep 30\nschedule = @10m\n")
+        tick(root, f"{DAY} 10:00", wait=False)
+        run = wait_until(lambda: db_rows(root, "SELECT * FROM runs WHERE state = 'running'"), what="the run")[0]
+        kill_worker(run["pid"])
+        wait_until(lambda: not is_alive(run["pid"], run["proc_start"], run["boot_id"]), what="the worker to die")
+        tick(root, f"{DAY} 10:01")
+    finally:
+        hook.stop()
+    [doc] = hook.accepted
+    assert (doc["event"], doc["state"], doc["reason"], doc["run_id"]) == ("lost", "failed", "lost", run["id"])
+    log = (root / "var" / "log" / "crash.log").read_text()
+    assert f"run={run['id']} task#long   ERROR   outcome: run state=failed exit_code=- " in log
+    assert log.count("outcome: ") == 1 and log.rstrip().endswith("node=n1 reason=lost")

@@ -68,6 +68,11 @@ def set_observer(observer: Any) -> None:
     _observer = observer
 
 
+def current_observer() -> Any:
+    """The installed observer, None when there is none."""
+    return _observer
+
+
 # `claim(expected_marker=...)` default: claim whatever the marker is (manual --cron runs).
 ANY_MARKER = object()
 # States counted against max_parallel (SPEC 8.4).

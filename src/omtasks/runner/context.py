@@ -89,8 +89,9 @@ class Context:
 
     def close(self) -> None:
         if self._engine is not None:
-            from omtasks.db.runs import set_observer
+            from omtasks.db.runs import current_observer, set_observer
 
-            set_observer(None)
+            if getattr(current_observer(), "ctx", None) is self:
+                set_observer(None)
             self._engine.dispose()
             self._engine = None

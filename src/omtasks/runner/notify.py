@@ -164,6 +164,9 @@ def _deliver(ctx: Any, deadline: float, budget: float) -> NotifyReport:
 
     report = NotifyReport()
     kinds = set(KINDS)
+    with reading(ctx.engine) as conn:
+        if not due_rows(conn, ctx, 1, KINDS):
+            return report  # the common case: no client, no thread
     with DeliveryClient(deadline, budget) as client:
         while kinds:
             with reading(ctx.engine) as conn:
