@@ -71,7 +71,6 @@ class Context:
     def engine(self):
         if self._engine is None:
             from omtasks.db import open_engine
-
             from omtasks.db.runs import set_observer
             from omtasks.runner.observer import RunObserver
 

@@ -444,9 +444,8 @@ def run_tick(ctx, *, verbose: bool = False, wait: bool = False) -> int:
 
     if prune.due(ctx):
         prune.prune(ctx)
-    from omtasks.runner.outbox import deliver
-
     from omtasks.runner import notify
+    from omtasks.runner.outbox import deliver
 
     if ctx.node_config.has_collector:
         # after the tick lock: a hanging collector delays neither claims nor the next tick (SPEC 8.3)
