@@ -51,7 +51,7 @@ def print_config(fmt: str) -> None:
 
 @print_group.command("schedule")
 @format_option
-@click.option("--rid", help="only these entries (comma list of rids or actions)")
+@click.option("--rid", help="only these entries (comma list of rids or actions)", shell_complete=completion.rids)
 @click.option("--explain", is_flag=True, help="add the last 10 decisions of each entry")
 def print_schedule(fmt: str, rid: str | None, explain: bool) -> None:
     """The schedule table, computed live at now with the tick's code (read-only)."""

@@ -38,7 +38,6 @@ from omtasks.db.schema import outbox
 from omtasks.runner.logs import runner_log
 from omtasks.timeutil import from_utc_naive, to_utc_naive
 
-BUDGET = 30.0
 MAX_BACKOFF_MINUTES = 60
 #: due rows read per query; a delivery rarely gets through more within its budget
 BATCH = 100
