@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import time
 from pathlib import Path
+
+import pytest
 
 from omtest import make_root, om, om_cmd, om_env, tick, wait_until, write_service
 
@@ -154,3 +157,23 @@ def test_logrotate_snippet_and_daemon_failures_on_stderr(tmp_path: Path) -> None
     assert proc.returncode == 0
     assert re.search(r"^om runner daemon: n1 daemon: tick failed: .*127\.0\.0\.1", err, re.M), err
     assert "Traceback" not in err
+
+
+@pytest.mark.root
+@pytest.mark.skipif(shutil.which("logrotate") is None or os.geteuid() != 0, reason="needs logrotate and root")
+def test_the_printed_logrotate_snippet_rotates_and_om_writes_on(tmp_path: Path) -> None:
+    root = setup(tmp_path)
+    printed = om(root, "runner", "install", "--print").stdout
+    conf = tmp_path / "om.logrotate"
+    conf.write_text(printed[printed.index("# /etc/logrotate.d/om"):])
+    conf.chmod(0o644)
+    proc = subprocess.run(["logrotate", "-f", "-s", str(tmp_path / "state"), str(conf)], capture_output=True,
+                          text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    logs = root / "var" / "log"
+    assert (logs / "svc.log.1").exists() and (logs / "runner.log.1").exists()
+    assert not (logs / "svc.log").exists() or (logs / "svc.log").stat().st_size == 0
+    tick(root, f"{DAY} 00:10")
+    assert (logs / "svc.log").read_text().count("outcome: ") == 2  # the new file holds the new tick's lines
+    assert (logs / "svc.log.1").read_text().count("outcome: ") == 2  # the rotated one keeps the old ones
+    assert oct((logs / "svc.log").stat().st_mode & 0o777) == "0o640"
