@@ -110,3 +110,31 @@ def test_shell_completion_of_services_rids_and_run_ids(tmp_path: Path) -> None:
     assert complete(root, "nosuch logs --rid ") == []  # a broken word completes nothing, silently
     print_src = (Path(__file__).parents[1] / "README.md").read_text()
     assert '_OM_COMPLETE=bash_source om' in print_src
+
+
+def test_metrics_status_history_and_notifications_on_both_dialects(tmp_path: Path, db_url: str) -> None:
+    from omtest import write_node_conf
+    from test_collector import free_port
+    from test_notify import Hook
+
+    root = make_root(tmp_path)
+    env = {"OM_DB_URL": db_url}
+    if not db_url.startswith("sqlite"):
+        assert om(root, "db", "upgrade", env=env).returncode == 0
+    hook = Hook(free_port())
+    hook.start()
+    try:
+        write_node_conf(root, extra=f"[notify]\nwebhook = http://127.0.0.1:{hook.port}/\n")
+        write_service(root, "svc", SVC)
+        tick(root, f"{DAY} 00:00", env=env)
+    finally:
+        hook.stop()
+    [doc] = hook.accepted
+    assert (doc["rid"], doc["exit_code"]) == ("task#bad", 5)
+    metrics = om(root, "node", "print", "metrics", env=env).stdout
+    assert 'om_task_last_exit_code{node="n1",rid="task#bad",service="svc"} 5.0' in metrics
+    status = json.loads(om(root, "node", "print", "status", "--format", "json", env={**env, "OM_NOW": f"{DAY} 00:01"})
+                        .stdout)
+    assert status["last_tick"] == f"{DAY}T00:00:00+00:00" and status["outbox"]["pending"] == 0
+    run = json.loads(om(root, "svc", "print", "run", str(doc["run_id"]), "--format", "json", env=env).stdout)
+    assert [e["to_state"] for e in run["events"]] == ["scheduled", "eligible", "running", "failed"]
