@@ -99,7 +99,7 @@ def test_logs_filters_and_one_runs_output(tmp_path: Path) -> None:
 def test_logs_follow_sees_new_lines_and_survives_logrotate(tmp_path: Path) -> None:
     root = setup(tmp_path)
     log = root / "var" / "log" / "svc.log"
-    # stderr to a file: with one pipe, communicate() reads through the buffer readline() filled
+    # stderr to a file and stdout read through its file object: readline() may have buffered more than a line
     err_file = tmp_path / "follow.err"
     proc = subprocess.Popen(om_cmd("svc", "logs", "-f", "--rid", "task#ok"), env=om_env(root),
                             stdout=subprocess.PIPE, stderr=err_file.open("w"), text=True)
@@ -112,7 +112,9 @@ def test_logs_follow_sees_new_lines_and_survives_logrotate(tmp_path: Path) -> No
         time.sleep(1)
     finally:
         proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=30)
+        proc.wait(timeout=30)
+        out = proc.stdout.read()
+        proc.stdout.close()
     assert proc.returncode == 0, err_file.read_text()
     lines = [first.rstrip("\n"), *out.splitlines()]
     assert all(LINE.match(ln)[3] == "task#ok" for ln in lines)
