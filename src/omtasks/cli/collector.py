@@ -1,4 +1,4 @@
-"""`om collector serve|add-node`: the collector server and its node tokens (SPEC 9).
+"""`om collector serve|add-node|add-viewer`: the collector server, its node tokens and viewers (SPEC 9).
 
 The collector has its own database (`--db`, default `$OM_ROOT/var/collector.db`)
 and never opens the node's: Starlette, uvicorn and SQLAlchemy are imported only
@@ -41,11 +41,22 @@ def collector() -> None:
 @click.option("--listen", default="127.0.0.1:8180", show_default=True, metavar="HOST:PORT",
               callback=_listen, help="address to listen on")
 @click.option("--db", "db_url", metavar="URL", help=DB_HELP)
-def serve(listen: tuple[str, int], db_url: str | None) -> None:
-    """Serve POST /v1/push and GET /v1/services until SIGTERM."""
+@click.option("--max-push-mib", type=click.IntRange(1, 1024), default=16, show_default=True,
+              help="largest push body, MiB")
+@click.option("--quota-mib", type=click.IntRange(1, 1024**3), default=1024, show_default=True,
+              help="payload MiB stored per node; pushes beyond it are refused (413)")
+@click.option("--retention-days", type=click.IntRange(1, 36500), default=7, show_default=True,
+              help="days a push that is no longer current is kept")
+def serve(listen: tuple[str, int], db_url: str | None, max_push_mib: int, quota_mib: int,
+          retention_days: int) -> None:
+    """Serve the push API, the fleet page and /metrics until SIGTERM."""
+    from datetime import timedelta
+
+    from omtasks.collector.app import Settings
     from omtasks.collector.app import serve as run
 
-    run(_open(db_url), *listen)
+    run(_open(db_url), *listen, Settings(max_push_bytes=max_push_mib * 1024**2, quota_bytes=quota_mib * 1024**2,
+                                         retention=timedelta(days=retention_days)))
 
 
 @collector.command("add-node")
@@ -61,5 +72,23 @@ def add_node(node: str, db_url: str | None) -> None:
     engine = _open(db_url)
     try:
         click.echo(bind(engine, node))
+    finally:
+        engine.dispose()
+
+
+@collector.command("add-viewer")
+@click.argument("name")
+@click.option("--db", "db_url", metavar="URL", help=DB_HELP)
+def add_viewer(name: str, db_url: str | None) -> None:
+    """Print a new password for viewer NAME, for the fleet page and /metrics (adding NAME again replaces it)."""
+    from omtasks.collector.store import add_viewer as create
+    from omtasks.config.values import is_node_name
+
+    if not is_node_name(name):
+        raise click.BadParameter(f"'{name}' is not a viewer name (letters, digits, '.', '-', '_')",
+                                 param_hint="NAME")
+    engine = _open(db_url)
+    try:
+        click.echo(create(engine, name))
     finally:
         engine.dispose()
