@@ -49,6 +49,8 @@ from sqlalchemy import (
     insert,
     or_,
     select,
+    bindparam,
+    text,
     tuple_,
     update,
 )
@@ -271,14 +273,6 @@ class QuotaExceeded(Exception):
     pass
 
 
-def _dialect_insert(conn: Connection):
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as dialect_insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert as dialect_insert
-    return dialect_insert
-
-
 def _status_fields(kind: str, payload: dict[str, Any]) -> dict[str, Any]:
     if kind != "status":
         return {"instance": None, "frozen": None}
@@ -328,20 +322,39 @@ def _task_rows(node: str, service: str, payload: dict[str, Any]) -> list[dict[st
     return list(rows.values())
 
 
+#: ingest's statements, built once: constructing SQLAlchemy statements per push cost more than running them.
+#: The ON CONFLICT forms are the same on SQLite (3.35+) and PostgreSQL.
+_INSERT_PUSH = text(
+    "INSERT INTO pushes (uuid, node, service, kind, created_at, received_at, payload, size) "
+    "VALUES (:uuid, :node, :service, :kind, :created_at, :received_at, :payload, :size) "
+    "ON CONFLICT (uuid) DO NOTHING RETURNING id"
+).bindparams(bindparam("created_at", type_=DateTime), bindparam("received_at", type_=DateTime))
+_MAKE_CURRENT = text(
+    "INSERT INTO collector_current (service, node, kind, push_id, created_at, received_at, instance, frozen) "
+    "VALUES (:service, :node, :kind, :push_id, :created_at, :received_at, :instance, :frozen) "
+    "ON CONFLICT (service, node, kind) DO UPDATE SET push_id = excluded.push_id, "
+    "created_at = excluded.created_at, received_at = excluded.received_at, instance = excluded.instance, "
+    "frozen = excluded.frozen "
+    "WHERE excluded.created_at > collector_current.created_at OR (excluded.created_at = "
+    "collector_current.created_at AND excluded.push_id > collector_current.push_id) RETURNING push_id"
+).bindparams(bindparam("created_at", type_=DateTime), bindparam("received_at", type_=DateTime),
+             bindparam("frozen", type_=Boolean))
+_NODE_STATE = text(
+    "INSERT INTO collector_node_state (node, last_push_at, pushes, stored_bytes) "
+    "VALUES (:node, :last_push_at, :pushes, :stored_bytes) "
+    "ON CONFLICT (node) DO UPDATE SET last_push_at = excluded.last_push_at, "
+    "pushes = collector_node_state.pushes + excluded.pushes, "
+    "stored_bytes = collector_node_state.stored_bytes + excluded.stored_bytes"
+).bindparams(bindparam("last_push_at", type_=DateTime))
+
+
 def _make_current(conn: Connection, push_id: int, node: str, service: str, kind: str,
                   created_at: datetime, received_at: datetime, payload: dict[str, Any]) -> bool:
     """Make push `push_id` current for its key unless a push with a greater `created_at` is; True when it is now."""
-    c = collector_current
-    stmt = _dialect_insert(conn)(c).values(
-        service=service, node=node, kind=kind, push_id=push_id, created_at=created_at,
-        received_at=received_at, **_status_fields(kind, payload))
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[c.c.service, c.c.node, c.c.kind],
-        set_={k: stmt.excluded[k] for k in ("push_id", "created_at", "received_at", "instance", "frozen")},
-        where=or_(stmt.excluded.created_at > c.c.created_at,
-                  and_(stmt.excluded.created_at == c.c.created_at, stmt.excluded.push_id > c.c.push_id)),
-    ).returning(c.c.push_id)
-    if conn.execute(stmt).first() is None:
+    made = conn.execute(_MAKE_CURRENT, {
+        "service": service, "node": node, "kind": kind, "push_id": push_id, "created_at": created_at,
+        "received_at": received_at, **_status_fields(kind, payload)}).first()
+    if made is None:
         return False
     if kind == "resinfo" and service:
         t = collector_tasks.c
@@ -361,13 +374,13 @@ def store_pushes(engine: Engine, batch: list[Push], limits: Limits) -> list[bool
     """
     results: list[bool | str | Exception] = []
     now = to_utc_naive(utcnow())
+    added: dict[str, list[int]] = {}
     with engine.begin() as conn:
         digests = {p.token_sha256 for p in batch}
         owners = dict(conn.execute(select(collector_nodes.c.token_sha256, collector_nodes.c.name)
                                    .where(collector_nodes.c.token_sha256.in_(digests))).all())
         ns = collector_node_state.c
         used = dict(conn.execute(select(ns.node, ns.stored_bytes).where(ns.node.in_({p.node for p in batch}))).all())
-        ins = _dialect_insert(conn)
         for p in batch:
             if owners.get(p.token_sha256) != p.node:
                 results.append("token")
@@ -378,19 +391,21 @@ def store_pushes(engine: Engine, batch: list[Push], limits: Limits) -> list[bool
                     f"node '{p.node}' would store more than its quota of {limits.quota_bytes} bytes"))
                 continue
             created = to_utc_naive(p.created_at)
-            push_id = conn.execute(ins(pushes).values(
-                uuid=p.uuid, node=p.node, service=p.service, kind=p.kind, created_at=created,
-                received_at=now, payload=p.payload_text, size=size,
-            ).on_conflict_do_nothing(index_elements=[pushes.c.uuid]).returning(pushes.c.id)).scalar()
+            push_id = conn.execute(_INSERT_PUSH, {
+                "uuid": p.uuid, "node": p.node, "service": p.service, "kind": p.kind, "created_at": created,
+                "received_at": now, "payload": p.payload_text, "size": size}).scalar()
             if push_id is None:
                 results.append(False)
                 continue
             _make_current(conn, push_id, p.node, p.service or "", p.kind, created, now, p.payload)
             used[p.node] = used.get(p.node, 0) + size
-            stmt = ins(collector_node_state).values(node=p.node, last_push_at=now, pushes=1, stored_bytes=size)
-            conn.execute(stmt.on_conflict_do_update(index_elements=[ns.node], set_={
-                "last_push_at": now, "pushes": ns.pushes + 1, "stored_bytes": ns.stored_bytes + size}))
+            counts = added.setdefault(p.node, [0, 0])
+            counts[0] += 1
+            counts[1] += size
             results.append(True)
+        if added:
+            conn.execute(_NODE_STATE, [{"node": node, "last_push_at": now, "pushes": n, "stored_bytes": size}
+                                       for node, (n, size) in added.items()])
     return results
 
 
