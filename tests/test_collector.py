@@ -159,12 +159,44 @@ def test_add_node_again_replaces_the_token(tmp_path: Path) -> None:
         assert call(collector, "GET", "/v1/services", token=new) == (200, [])
 
 
+def test_a_token_replaced_while_serving_stops_working_at_once(tmp_path: Path) -> None:
+    root = tmp_path / "omroot"
+    old = add_node(root, "n1")
+    with running_collector(root) as collector:
+        assert call(collector, "POST", "/v1/push", token=old, body=push_body())[0] == 201
+        assert call(collector, "GET", "/v1/services", token=old)[0] == 200
+        new = add_node(root, "n1")
+        assert call(collector, "POST", "/v1/push", token=old, body=push_body()) == (401, {"error": "bad token"})
+        assert call(collector, "GET", "/v1/services", token=old) == (401, {"error": "bad token"})
+        assert call(collector, "POST", "/v1/push", token=new, body=push_body())[0] == 201
+
+
 def test_add_node_refuses_a_bad_node_name(tmp_path: Path) -> None:
     proc = subprocess.run([OM_BIN, "collector", "add-node", "bad name"], env=om_env(tmp_path / "omroot"),
                           capture_output=True, text=True, timeout=30)
     assert proc.returncode == 2
     assert "not a node name" in proc.stderr
     assert not (tmp_path / "omroot").exists()
+    proc = subprocess.run([OM_BIN, "collector", "add-node", "n" * 256], env=om_env(tmp_path / "omroot"),
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2 and "longer than 255 characters" in proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.splitlines()) == 1
+
+
+def test_collector_commands_on_an_unwritable_root_fail_in_one_line(tmp_path: Path) -> None:
+    root = tmp_path / "omroot"
+    root.mkdir()
+    root.chmod(0o500)
+    try:
+        proc = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", OM_BIN,
+                               "collector", "add-node", "n1"] if os.geteuid() == 0 else
+                              [OM_BIN, "collector", "add-node", "n1"],
+                              env=om_env(root), capture_output=True, text=True, timeout=30)
+    finally:
+        root.chmod(0o750)
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.startswith("om: permission denied: ") and "(run as root or set OM_ROOT)" in proc.stderr
+    assert len(proc.stderr.splitlines()) == 1
 
 
 def test_serve_refuses_a_bad_listen_address(tmp_path: Path) -> None:

@@ -75,7 +75,7 @@ MAX_NAME = 255
 DEFAULT_LIMIT, MAX_LIMIT = 500, 5000
 PAGE_BYTES = 4 * 1024 * 1024
 #: pages of more than SMALL_PAGE bytes are loaded BIG_PAGES at a time, which bounds the memory of reads
-SMALL_PAGE, BIG_PAGES = 256 * 1024, 4
+SMALL_PAGE, BIG_PAGES = 256 * 1024, 2
 #: the most pushes committed in one transaction by the writer
 BATCH = 256
 #: rows per list on the fleet page
@@ -329,14 +329,18 @@ def create_app(engine: Engine, settings: Settings | None = None) -> Starlette:
     big_pages = asyncio.Semaphore(BIG_PAGES)
     metrics = MetricsCache(engine)
 
-    async def authenticate(request: Request) -> tuple[str, str]:
-        """The node and token digest of the request's bearer token."""
+    async def authenticate(request: Request, cached: bool = False) -> tuple[str, str]:
+        """The node and token digest of the request's bearer token.
+
+        `cached` (pushes only) may answer from the digests seen before: the writer
+        re-checks them in the storing transaction.  Reads always ask the database.
+        """
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
             raise Refused(401, "missing bearer token")
         digest = token_digest(token)
-        node = tokens.get(digest)
+        node = tokens.get(digest) if cached else None
         if node is None:
             node = await run_in_threadpool(node_for_token, engine, token)
             if node is None:
@@ -384,7 +388,7 @@ def create_app(engine: Engine, settings: Settings | None = None) -> Starlette:
         client = request.client.host if request.client else "?"
         node = None
         try:
-            node, digest = await authenticate(request)
+            node, digest = await authenticate(request, cached=True)
             received = parse_push(await read_body(request))
             if received.node != node:
                 raise Refused(403, f"the token belongs to node '{node}', not '{received.node[:64]}'")
@@ -436,7 +440,7 @@ def create_app(engine: Engine, settings: Settings | None = None) -> Starlette:
             await big_pages.acquire()
             release = BackgroundTask(big_pages.release)
         try:
-            body = b"[" + b",".join(await run_in_threadpool(load, engine, chosen.ids)) + b"]"
+            body = b"".join(await run_in_threadpool(load, engine, chosen.ids))
         except BaseException:
             if release is not None:
                 big_pages.release()
@@ -472,7 +476,7 @@ def create_app(engine: Engine, settings: Settings | None = None) -> Starlette:
         if (challenge := await viewer(request)) is not None:
             return challenge
         name = request.path_params["name"]
-        view = await run_in_threadpool(service_view, engine, name)
+        view = await run_in_threadpool(lambda: service_view(engine, name, limit=FLEET_ROWS))
         if view is None:
             return templates.TemplateResponse(request, "missing.html", {"service": name}, status_code=404)
         now = datetime.now(UTC).replace(tzinfo=None)

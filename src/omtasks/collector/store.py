@@ -38,6 +38,7 @@ from sqlalchemy import (
     Engine,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -486,17 +487,26 @@ def _plan(conn: Connection, keyed: Any, limit: int, max_bytes: int, cursor: Any)
 
 
 def load(engine: Engine, ids: list[int]) -> list[bytes]:
-    """The push documents of `ids` as JSON text, in that order; the stored payload text is spliced in as is."""
+    """A JSON array of the push documents of `ids`, in that order, as parts to join once.
+
+    The stored payload text is spliced in as it is, read as UTF-8 bytes: no
+    decoding, parsing or re-encoding of a payload that may be 15 MB.
+    """
+    p = pushes.c
     with reading(engine) as conn:
-        by_id = {r.id: r for r in conn.execute(select(pushes).where(pushes.c.id.in_(ids)))}
-    out = []
+        raw = (func.convert_to(p.payload, "UTF8") if conn.dialect.name == "postgresql"
+               else func.cast(p.payload, LargeBinary))
+        by_id = {r.id: r for r in conn.execute(select(p.id, p.uuid, p.service, p.node, p.kind, p.created_at,
+                                                      p.received_at, raw.label("payload")).where(p.id.in_(ids)))}
+    parts = [b"["]
     for push_id in ids:
         row = by_id.pop(push_id, None)
         if row is None:  # pruned since the plan
             continue
         head = json.dumps(_head(row), separators=(",", ":"), ensure_ascii=False)
-        out.append(b"".join((head[:-1].encode(), b',"payload":', row.payload.encode(), b"}")))
-    return out
+        parts += [b"," if len(parts) > 1 else b"", head[:-1].encode(), b',"payload":', bytes(row.payload), b"}"]
+    parts.append(b"]")
+    return parts
 
 
 def _size(p: Any) -> Any:
@@ -555,18 +565,25 @@ def fleet(engine: Engine, *, limit: int) -> dict[str, Any]:
     return {"counts": counts, "nodes": nodes, "instances": instances, "tasks": tasks}
 
 
-def service_view(engine: Engine, service: str) -> dict[str, Any] | None:
-    """One service: its instances per node and its tasks with schedule and recent runs; None when unknown."""
+def service_view(engine: Engine, service: str, *, limit: int) -> dict[str, Any] | None:
+    """One service: its instances per node and its tasks with schedule and recent runs; None when unknown.
+
+    At most `limit` instances and tasks (failing first), with their counts.
+    """
     c, t = collector_current.c, collector_tasks.c
+    mine = (c.service == service, c.kind == "status")
     with reading(engine) as conn:
-        instances = conn.execute(select(c.node, c.instance, c.frozen, c.created_at).where(
-            c.service == service, c.kind == "status").order_by(c.node)).all()
+        counts = {"instances": conn.execute(select(func.count()).where(*mine)).scalar(),
+                  "tasks": conn.execute(select(func.count()).where(t.service == service)).scalar()}
+        instances = conn.execute(select(c.node, c.instance, c.frozen, c.created_at).where(*mine)
+                                 .order_by(c.node).limit(limit)).all()
         tasks = conn.execute(select(collector_tasks).where(t.service == service).order_by(
-            t.failing.desc(), t.rid, t.node)).all()
+            t.failing.desc(), t.rid, t.node).limit(limit)).all()
         known = instances or tasks or conn.execute(select(c.node).where(c.service == service).limit(1)).first()
     if not known:
         return None
-    return {"instances": instances, "tasks": [(row, json.loads(row.runs), json.loads(row.recent)) for row in tasks]}
+    return {"counts": counts, "instances": instances,
+            "tasks": [(row, json.loads(row.runs), json.loads(row.recent)) for row in tasks]}
 
 
 def metric_rows(engine: Engine) -> tuple[list[Any], list[Any]]:
