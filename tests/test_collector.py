@@ -6,6 +6,7 @@ test_outbox.py.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import http.client
 import json
@@ -533,6 +534,25 @@ def test_collector_on_postgresql_keeps_current_pages_and_prunes(tmp_path: Path, 
         assert [(e[0]["service"], e[0]["payload"]) for e in got] == [("a", {"h": 12}), ("b", {"h": 10})]
         assert [e["payload"]["h"] for p in pages(collector, token, "/v1/pushes?limit=3") for e in p] == [
             11, 12, 10, 10]
+        # the task views on PostgreSQL: a failing task first, its exit code in /metrics
+        ended = "2026-11-27T10:00:00+00:00"
+        resinfo = push_body(service="a", kind="resinfo", payload={"resources": [
+            {"rid": f"task#{i}", "command": "x", "user": None, "schedule": "@1h", "last_run": ended,
+             "runs": {state: 1}, "last_success": ended if state == "done" else None,
+             "recent": [{"id": i, "state": state, "exit_code": code, "reason": None, "started_at": ended,
+                         "ended_at": ended}]} for i, (state, code) in enumerate((("done", 0), ("failed", 4)))]})
+        assert call(collector, "POST", "/v1/push", token=token, body=resinfo)[0] == 201
+        viewer = subprocess.run([OM_BIN, "collector", "add-viewer", "ops", "--db", pg_url], env=om_env(root),
+                                capture_output=True, text=True, timeout=30).stdout.strip()
+        auth = "Basic " + base64.b64encode(f"ops:{viewer}".encode()).decode()
+        conn = http.client.HTTPConnection("127.0.0.1", collector.port, timeout=30)
+        conn.request("GET", "/", headers={"Authorization": auth})
+        page = conn.getresponse().read().decode()
+        conn.request("GET", "/metrics", headers={"Authorization": auth})
+        metrics = conn.getresponse().read().decode()
+        conn.close()
+        assert "1 failing" in page and page.index("task#1") < page.index("task#0")
+        assert 'om_task_last_exit_code{node="n1",rid="task#1",service="a"} 4.0' in metrics
     engine = create_engine(pg_url)
     with engine.begin() as conn:
         conn.execute(text("UPDATE pushes SET received_at = received_at - interval '8 days'"))

@@ -29,7 +29,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -157,8 +157,8 @@ def parse_push(body: bytes, now: datetime | None = None) -> Push:
     service = data["service"]
     if service is not None and (not isinstance(service, str) or not service):
         raise Refused(400, "'service' must be a non-empty string or null")
-    if service is not None and (len(service) > MAX_NAME or not service.isprintable()
-                                or not service.isascii() and not _encodable(service)):
+    # not printable: control characters, and lone surrogates too (no database can store those)
+    if service is not None and (len(service) > MAX_NAME or not service.isprintable()):
         raise Refused(400, f"'service' is not a name: {service[:MAX_NAME]!r}")
     try:
         push_uuid = str(uuid.UUID(data["uuid"]))
@@ -392,7 +392,7 @@ def create_app(engine: Engine, settings: Settings | None = None) -> Starlette:
             received = parse_push(await read_body(request))
             if received.node != node:
                 raise Refused(403, f"the token belongs to node '{node}', not '{received.node[:64]}'")
-            result = await state["writer"].store(Push(**{**received.__dict__, "token_sha256": digest}))
+            result = await state["writer"].store(replace(received, token_sha256=digest))
             if result == "token":
                 tokens.pop(digest, None)
                 raise Refused(401, "bad token")
