@@ -198,3 +198,25 @@ def test_fleet_page_in_a_headless_browser_shows_the_failing_task(fleet, tmp_path
         driver.save_screenshot(str(tmp_path / "service.png"))
     finally:
         driver.quit()
+
+
+def test_pushed_text_is_escaped_in_the_pages(tmp_path: Path) -> None:
+    from test_collector import call, push_body
+
+    root = tmp_path / "collector"
+    token = add_node(root, "n1")
+    password = add_viewer(root, "ops")
+    service = "<b>svc"
+    with running_collector(root) as c:
+        status = push_body(service=service)
+        resinfo = push_body(service=service, kind="resinfo", payload={"resources": [
+            {"rid": "task#0", "command": "<script>alert(1)</script>", "schedule": "@1h", "runs": {"failed": 1},
+             "recent": [{"id": 1, "state": "failed", "exit_code": 1, "reason": "<i>why</i>"}]}]})
+        for body in (status, resinfo):
+            assert call(c, "POST", "/v1/push", token=token, body=body)[0] == 201
+        _, fleet_page, _ = get(c, "/", "ops", password)
+        _, service_page, _ = get(c, "/services/%3Cb%3Esvc", "ops", password)
+    assert "&lt;b&gt;svc" in fleet_page and "<b>svc" not in fleet_page
+    assert 'href="/services/%3Cb%3Esvc"' in fleet_page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in service_page and "<script>" not in service_page
+    assert "&lt;i&gt;why&lt;/i&gt;" in service_page
