@@ -184,18 +184,12 @@ def parse_push(body: bytes, now: datetime | None = None) -> Push:
     if _too_deep(payload, MAX_DEPTH):
         raise Refused(400, f"'payload' nests deeper than {MAX_DEPTH} levels")
     text = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
-    if not _encodable(text):
-        raise Refused(400, "'payload' holds a lone surrogate (not valid Unicode)")
-    return Push(uuid=push_uuid, node=data["node"], service=service, kind=data["kind"],
-                created_at=created_at, payload=payload, payload_text=text)
-
-
-def _encodable(text: str) -> bool:
     try:
-        text.encode("utf-8")
+        size = len(text.encode("utf-8"))
     except UnicodeEncodeError:
-        return False
-    return True
+        raise Refused(400, "'payload' holds a lone surrogate (not valid Unicode)") from None
+    return Push(uuid=push_uuid, node=data["node"], service=service, kind=data["kind"],
+                created_at=created_at, payload=payload, payload_text=text, size=size)
 
 
 class Writer:

@@ -150,7 +150,7 @@ DERIVED = ("collector_current", "collector_tasks", "collector_node_state")
 
 @dataclass(frozen=True)
 class Push:
-    """One validated push body (SPEC 9); `created_at` is aware, `payload_text` the payload as stored."""
+    """One validated push body (SPEC 9); `created_at` is aware, `payload_text` the payload as stored, `size` its bytes."""
 
     uuid: str
     node: str
@@ -159,6 +159,7 @@ class Push:
     created_at: datetime
     payload: dict[str, Any]
     payload_text: str = field(default="", compare=False)
+    size: int = 0
     token_sha256: str = field(default="", compare=False)
 
 
@@ -384,7 +385,7 @@ def store_pushes(engine: Engine, batch: list[Push], limits: Limits) -> list[bool
             if owners.get(p.token_sha256) != p.node:
                 results.append("token")
                 continue
-            size = len(p.payload_text.encode("utf-8"))
+            size = p.size
             if used.get(p.node, 0) + size > limits.quota_bytes:
                 results.append(QuotaExceeded(
                     f"node '{p.node}' would store more than its quota of {limits.quota_bytes} bytes"))
