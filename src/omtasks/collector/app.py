@@ -269,14 +269,13 @@ class MetricsCache:
             with self.lock:
                 self.building = False
 
-    def start_refresh(self) -> bool:
-        """Start a rebuild unless one runs; False when one already runs."""
+    def start_refresh(self) -> None:
+        """Start a rebuild in the background unless one runs."""
         with self.lock:
             if self.building:
-                return False
+                return
             self.building = True
         threading.Thread(target=self._build, name="collector-metrics", daemon=True).start()
-        return True
 
     async def get(self) -> bytes:
         if self.text is None:
