@@ -97,6 +97,41 @@ def do_status(ctx, service_cfg, run, log) -> tuple[bool, str | None, str | None]
     return True, None, f"instance {state}"
 
 
+#: runs of each task described in a resinfo push, newest first (the collector's service page)
+RECENT_RUNS = 5
+
+
+def _task_history(ctx, service: str) -> dict[str, dict]:
+    """Per task rid on this node: its `RECENT_RUNS` last finished runs, run counts by state, last success.
+
+    The collector's fleet page and metrics show them (docs/collector.md); runs
+    without an end are left out of `recent`, so a running task shows its last outcome.
+    """
+    from sqlalchemy import func
+
+    from omtasks.db.schema import runs
+
+    r = runs.c
+    mine = (r.service == service, r.node == ctx.node, r.action == "run", r.rid.is_not(None))
+    out: dict[str, dict] = {}
+    with ctx.engine.begin() as conn:
+        for rid, state, count in conn.execute(select(r.rid, r.state, func.count()).where(*mine)
+                                              .group_by(r.rid, r.state)):
+            out.setdefault(rid, {"runs": {}, "recent": [], "last_success": None})["runs"][state] = count
+        rank = func.row_number().over(partition_by=r.rid, order_by=(r.ended_at.desc(), r.id.desc())).label("n")
+        ended = select(r.rid, r.id, r.state, r.exit_code, r.started_at, r.ended_at, r.reason, rank).where(
+            *mine, r.ended_at.is_not(None), r.state.in_(sm.TERMINAL)).subquery()
+        for row in conn.execute(select(ended).where(ended.c.n <= RECENT_RUNS).order_by(ended.c.rid, ended.c.n)):
+            out[row.rid]["recent"].append({
+                "id": row.id, "state": row.state, "exit_code": row.exit_code, "reason": row.reason,
+                "started_at": iso(from_utc_naive(row.started_at), ctx.tz) if row.started_at else None,
+                "ended_at": iso(from_utc_naive(row.ended_at), ctx.tz)})
+        for rid, at in conn.execute(select(r.rid, func.max(r.ended_at)).where(*mine, r.state == sm.DONE)
+                                    .group_by(r.rid)):
+            out[rid]["last_success"] = iso(from_utc_naive(at), ctx.tz)
+    return out
+
+
 def do_resinfo(ctx, service_cfg, run, log) -> tuple[bool, str | None, str | None]:
     with ctx.engine.begin() as conn:
         lr = last_runs.c
@@ -106,8 +141,10 @@ def do_resinfo(ctx, service_cfg, run, log) -> tuple[bool, str | None, str | None
     from omtasks.config import rid_sort_key
 
     tasks = service_cfg.tasks
+    history = _task_history(ctx, service_cfg.name)
     resources = [{"rid": rid, "command": tasks[rid].command, "user": tasks[rid].user,
-                  "schedule": tasks[rid].schedule, "last_run": iso(markers.get(rid), ctx.tz)}
+                  "schedule": tasks[rid].schedule, "last_run": iso(markers.get(rid), ctx.tz),
+                  **history.get(rid, {"runs": {}, "recent": [], "last_success": None})}
                  for rid in service_cfg.sorted_task_rids()]
     resources += [{"rid": rid, "command": a.start, "user": a.user, "schedule": None, "last_run": None}
                   for rid, a in sorted(service_cfg.apps.items(), key=lambda item: rid_sort_key(item[0]))]
