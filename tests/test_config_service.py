@@ -214,11 +214,11 @@ def test_syntax_and_duplicates_make_the_service_invalid(tmp_path: Path) -> None:
     svc = load(tmp_path, FLEX + "[task#0]\ncommand = a\ncommand = b\n[task#0]\ncommand = c\nnonsense\n")
     assert not svc.valid
     assert report(svc) == [
-        "error: P:5: [task#0] command: duplicate key (first at line 4)",
+        "warning: P:5: [task#0] command: duplicate key (first at line 4), the last one wins",
         "error: P:6: [task#0] duplicate section (first at line 3)",
         "error: P:8: [task#0] expected 'key = value', got 'nonsense'",
     ]
-    assert svc.tasks["task#0"].command == "a"
+    assert svc.tasks["task#0"].command == "b"
 
 
 def test_ignored_and_unknown_sections(tmp_path: Path) -> None:
@@ -249,9 +249,15 @@ def test_unknown_keyword_invalidates_the_resource_only(tmp_path: Path) -> None:
 
 
 def test_unknown_default_keyword_invalidates_the_service(tmp_path: Path) -> None:
-    svc = load(tmp_path, FLEX + "orchestrate = ha\n")
+    svc = load(tmp_path, FLEX + "orchestration = ha\n")
     assert not svc.valid
-    assert report(svc) == ["error: P:3: [DEFAULT] orchestrate: unknown keyword"]
+    assert report(svc) == ["error: P:3: [DEFAULT] orchestration: unknown keyword"]
+
+
+def test_opensvc_default_keyword_is_a_warning(tmp_path: Path) -> None:
+    svc = load(tmp_path, FLEX + "orchestrate = ha\n")
+    assert svc.valid
+    assert report(svc) == ["warning: P:3: [DEFAULT] orchestrate: OpenSVC keyword ignored by om"]
 
 
 @pytest.mark.parametrize(
@@ -324,7 +330,6 @@ def test_missing_command(tmp_path: Path) -> None:
         ("cwd = tmp", "cwd: 'tmp' is not an absolute path"),
         ("user = a b", "user: 'a b' is not a name or id"),
         ("run_requires = app#9", "run_requires: unknown resource 'app#9'"),
-        ("run_requires = fs#1", "run_requires: resource 'fs#1' is in an ignored section"),
         ("run_requires = task#0", "run_requires: task#0 cannot require itself"),
         ("run_requires = instance(upp)", "run_requires: unknown state 'upp' in 'instance(upp)'"),
     ],
@@ -521,9 +526,14 @@ def test_missing_env_key(tmp_path: Path) -> None:
     assert svc.valid and not svc.tasks["task#0"].valid
 
 
-def test_env_cannot_reference_env(tmp_path: Path) -> None:
-    svc = load(tmp_path, FLEX + "[env]\na = 1\nb = {env.a}\n")
-    assert report(svc) == ["error: P:5: [env] b: {env.a}: [env] references are not allowed here"]
+def test_env_references_env_without_cycles(tmp_path: Path) -> None:
+    svc = load(tmp_path, FLEX + "[env]\nb = {env.a}/x\na = 1\n")
+    assert report(svc) == [] and svc.env == {"a": "1", "b": "1/x"}
+    svc = load(tmp_path, FLEX + "[env]\na = {env.b}\nb = {env.a}\n")
+    assert report(svc) == [
+        "error: P:4: [env] a: {env.a}: reference cycle a -> b -> a",
+        "error: P:5: [env] b: {env.b}: reference cycle b -> a -> b",
+    ]
     assert not svc.valid
 
 

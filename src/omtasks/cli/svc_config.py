@@ -273,6 +273,9 @@ def validate_config() -> None:
         cfg = load_service(_existing(ctx.root, name), ctx.node, shared_nodes=_shared_nodes(ctx))
     for problem in cfg.problems:
         click.echo(str(problem))
+    for rid, why in cfg.ignored_why.items():
+        if rid == "sync#i0":  # accepted without a warning: say what om does with it
+            click.echo(f"info: {cfg.path}:{cfg.ignored[rid]}: [{rid}] {why}")
     click.echo(f"{len(cfg.errors)} error(s), {len(cfg.warnings)} warning(s)")
     if cfg.errors:
         raise OmError("", 1)

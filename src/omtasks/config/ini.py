@@ -9,7 +9,9 @@ comment in some modes and interpolates `%`, so om reads its files itself:
   an optional `@scope`) is lower-cased, the scope is kept as written;
 - an indented non-blank line continues the value above it (joined with one
   space); a blank or comment line ends a value;
-- a duplicate section or key is an error; the first occurrence is kept.
+- a duplicate section is an error, the first occurrence is kept; so is a
+  duplicate key, unless the caller asks for OpenSVC's rule (`last_key_wins`):
+  the last one is kept, with a warning.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ class IniIssue:
     section: str
     keyword: str
     message: str
+    severity: str = "error"
 
 
 @dataclass
@@ -81,7 +84,7 @@ def header_name(line: str) -> str | None:
     return None
 
 
-def parse_ini(text: str) -> IniDocument:
+def parse_ini(text: str, *, last_key_wins: bool = False) -> IniDocument:
     """Parse `text`; never raises, syntax problems go to `.issues`."""
     doc = IniDocument()
     section: Section | None = None  # None before the first header or inside a duplicate
@@ -136,7 +139,12 @@ def parse_ini(text: str) -> IniDocument:
         keyword, scope = split_key(raw_key)
         entry = Entry(normalize_key(raw_key), keyword, scope, raw_key, "", number, number)
         if section is not None:
-            if entry.key in section.entries:
+            if entry.key in section.entries and last_key_wins:
+                first = section.entries[entry.key].line
+                message = f"duplicate key (first at line {first}), the last one wins"
+                doc.issues.append(IniIssue(number, section_name, entry.key, message, "warning"))
+                section.entries[entry.key] = entry
+            elif entry.key in section.entries:
                 first = section.entries[entry.key].line
                 doc.issues.append(
                     IniIssue(number, section_name, entry.key, f"duplicate key (first at line {first})")

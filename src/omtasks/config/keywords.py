@@ -91,12 +91,32 @@ TASK_KEYWORDS = _table(
     Keyword("subset", v.parse_word, ""),
     Keyword("disable", v.parse_bool, False),
     Keyword("optional", v.parse_bool, False),
+    # OpenSVC task drivers: host (default) or a container run (docs/opensvc.md)
+    Keyword("type", partial(v.parse_choice, choices=("host", "docker", "podman", "oci")), "host"),
+    Keyword("image", v.parse_word, ""),
+    Keyword("entrypoint", v.parse_word, ""),
+    Keyword("volume_mounts", v.parse_words, []),
+    Keyword("netns", v.parse_word, ""),
+    Keyword("pidns", v.parse_word, ""),
+    Keyword("rm", v.parse_bool, True),
+    Keyword("run_args", v.parse_command, ""),
+    Keyword("interactive", v.parse_bool, False),
+    Keyword("tty", v.parse_bool, False),
+    Keyword("privileged", v.parse_bool, False),
+    Keyword("name", v.parse_word, ""),
+)
+
+#: task keywords that only mean something for a container task
+CONTAINER_TASK_KEYWORDS = (
+    "image", "entrypoint", "volume_mounts", "netns", "pidns", "rm", "run_args", "interactive", "tty",
+    "privileged", "name",
 )
 
 #: deprecated spellings: alias -> keyword (SPEC 3.3)
 TASK_ALIASES = {"requires": "run_requires"}
 
 APP_KEYWORDS = _table(
+    _command("script"),  # OpenSVC forking/simple apps: start/stop/check = <number or true> run `script <action>`
     _command("start"),
     _command("stop"),
     _command("check"),
@@ -115,6 +135,7 @@ SYNC_KEYWORDS = _table(
     Keyword("options", v.parse_command, "-a"),
     Keyword("timeout", partial(v.parse_bounded_duration, minimum=1)),
     Keyword("disable", v.parse_bool, False),
+    Keyword("type", v.parse_word, "rsync"),  # another OpenSVC sync driver: accepted, warned, does nothing
 )
 
 #: resource families om runs: family -> keyword table

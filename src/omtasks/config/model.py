@@ -64,6 +64,23 @@ class TaskConfig(Resource):
     tags: list[str] = field(default_factory=list)
     subset: str = ""
     optional: bool = False
+    # OpenSVC container tasks (type docker|podman|oci): a `<cli> run` argv instead of a command line
+    type: str = "host"
+    image: str = ""
+    entrypoint: str = ""
+    volume_mounts: list[str] = field(default_factory=list)
+    netns: str = ""
+    pidns: str = ""
+    rm: bool = True
+    run_args: str = ""
+    interactive: bool = False
+    tty: bool = False
+    privileged: bool = False
+    name: str = ""
+
+    @property
+    def is_container(self) -> bool:
+        return self.type != "host"
 
     def status_for(self, code: int) -> str:
         """The status an exit code maps to; unlisted codes are `warn` (SPEC 3.3)."""
@@ -74,6 +91,7 @@ class TaskConfig(Resource):
 class AppConfig(Resource):
     """An `[app#N]` section (SPEC 3.4)."""
 
+    script: str | None = None
     start: str | None = None
     stop: str | None = None
     check: str | None = None
@@ -92,6 +110,7 @@ class SyncConfig(Resource):
     schedule_error: str | None = None
     options: str = "-a"
     timeout: int | None = None
+    type: str = "rsync"
 
 
 @dataclass
@@ -134,6 +153,7 @@ class ServiceConfig:
     apps: dict[str, AppConfig] = field(default_factory=dict)
     syncs: dict[str, SyncConfig] = field(default_factory=dict)
     ignored: dict[str, int] = field(default_factory=dict)  # rid of an ignored section -> its line
+    ignored_why: dict[str, str] = field(default_factory=dict)  # rid of an ignored section -> why
     raw: dict[str, dict[str, str]] = field(default_factory=dict)  # section -> key[@scope] -> value as written
 
     @property

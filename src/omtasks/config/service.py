@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from .ini import Entry, IniDocument, Section, parse_ini
-from .keywords import DEFAULT_KEYWORDS, RESOURCE_KEYWORDS, TASK_ALIASES, Keyword
+from .keywords import CONTAINER_TASK_KEYWORDS, DEFAULT_KEYWORDS, RESOURCE_KEYWORDS, TASK_ALIASES, Keyword
 from .model import AppConfig, Defaults, Resource, ServiceConfig, SyncConfig, TaskConfig
+from .opensvc import CLUSTER_WIDE, CONTAINER_TASK_IGNORED, INTERNAL_SYNC, SYNC_TYPES, cluster_nodes, ignored_keyword
 from .problems import Problem, sort_problems
 from .references import expand
 from .values import SCOPE_GROUPS, Requirement, is_node_name, parse_requires
@@ -134,9 +135,9 @@ class _Builder:
         name_problem = check_service_name(self.name)
         if name_problem:
             self.report("error", 0, "", "", name_problem)
-        doc = parse_ini(text)
+        doc = parse_ini(text, last_key_wins=True)
         for issue in doc.issues:
-            self.report("error", issue.line, issue.section, issue.keyword, issue.message)
+            self.report(issue.severity, issue.line, issue.section, issue.keyword, issue.message)
         service.raw = {s.name: {k: e.value for k, e in s.entries.items()} for s in doc.sections.values()}
         resources = self._classify(doc, service)
         default = doc.sections.get("DEFAULT", Section("DEFAULT", 0))
@@ -173,6 +174,8 @@ class _Builder:
             family, sharp, ident = section.name.partition("#")
             if not sharp:
                 self.report("error", section.line, section.name, "", "unknown section")
+            elif self._opensvc_sync(section, service):
+                continue
             elif family not in RESOURCE_KEYWORDS:
                 service.ignored[section.name] = section.line
                 self.report(
@@ -188,11 +191,30 @@ class _Builder:
                 resources.append(section)
         return resources
 
+    def _opensvc_sync(self, section: Section, service: ServiceConfig) -> bool:
+        """`[sync#i0]` and syncs of a type om does not run: kept as ignored sections; True when so."""
+        if section.name == INTERNAL_SYNC:
+            why = "OpenSVC's internal config sync: nothing to do"
+        else:
+            entry = section.entries.get("type")
+            kind = entry.value.strip() if entry is not None else "rsync"
+            if not section.name.startswith("sync#") or kind in SYNC_TYPES:
+                return False
+            why = f"sync type '{kind}' is not run by om: the section does nothing"
+            self.report("warning", entry.line, section.name, "type", why)
+        service.ignored[section.name] = section.line
+        service.ignored_why[section.name] = why
+        return True
+
     def _nodes(self, default: Section, service: ServiceConfig) -> None:
         """`nodes`, `drpnodes`, `topology`: unscoped, resolved first because scoping depends on them."""
-        values = self._resolve(
-            default, list(default.entries.values()), DEFAULT_KEYWORDS, sink=None, only_unscopable=True
-        )
+        entries = [
+            replace(e, value=" ".join(cluster_nodes(self.nodename)))  # OpenSVC: every node of the cluster
+            if e.keyword == "nodes" and e.value.strip() in CLUSTER_WIDE
+            else e
+            for e in default.entries.values()
+        ]
+        values = self._resolve(default, entries, DEFAULT_KEYWORDS, sink=None, only_unscopable=True)
         nodes, drpnodes = values["nodes"], values["drpnodes"]
         if nodes.value:
             self.nodes = nodes.value
@@ -218,16 +240,17 @@ class _Builder:
         for entry in section.entries.values():
             if self._scope_ok(section.name, entry, sink=None):
                 groups.setdefault(entry.keyword, []).append(entry)
-        env = {}
+        chosen = {keyword: self._select(entries) for keyword, entries in groups.items()}
+        raw = {keyword: entry.value for keyword, entry in chosen.items() if entry is not None}
+        env: dict[str, str] = {}
         for keyword, entries in groups.items():
-            chosen = self._select(entries)
             for entry in entries:
                 try:
-                    value = expand(entry.value, self.name, self.nodename, None)
+                    value = _expand_env(entry.value, self.name, self.nodename, raw, (keyword,))
                 except ValueError as exc:
                     self.report("error", entry.line, section.name, entry.key, str(exc))
                     continue
-                if entry is chosen:
+                if entry is chosen[keyword]:
                     env[keyword] = value
         return env
 
@@ -278,10 +301,17 @@ class _Builder:
         second pass handles the rest and reports unknown keywords.
         """
         groups: dict[str, list[Entry]] = {}
+        family = section.name.partition("#")[0]
         for entry in entries:
             keyword = table.get(entry.keyword)
             if keyword is None:
-                if not only_unscopable:
+                if only_unscopable:
+                    pass
+                elif ignored_keyword(family, entry.keyword) or (
+                    family == "task" and entry.keyword in CONTAINER_TASK_IGNORED
+                ):
+                    self.report("warning", entry.line, section.name, entry.key, "OpenSVC keyword ignored by om")
+                else:
                     self.report("error", entry.line, section.name, entry.key, "unknown keyword", sink=sink)
             elif only_unscopable == keyword.scopable:
                 continue
@@ -354,6 +384,14 @@ class _Builder:
         table["run_requires"] = replace(
             table["run_requires"], parse=self._requires_parser(section.name, known, service)
         )
+        kind = section.entries.get("type")
+        container = kind is not None and kind.value.strip() not in ("", "host")
+        if container:  # the command is the container's arguments, the image's own when unset
+            table["command"] = replace(table["command"], required=False)
+            table["image"] = replace(table["image"], required=True)
+        else:
+            for name in CONTAINER_TASK_KEYWORDS:
+                table.pop(name)
         values = self._resolve(section, entries, table, sink=task.errors)
         self._fill(task, values, skip={"schedule", "command"})
         task.command = values["command"].value or ""
@@ -399,7 +437,7 @@ class _Builder:
                 if req.target == "instance":
                     continue
                 if req.target in service.ignored:
-                    raise ValueError(f"resource '{req.target}' is in an ignored section")
+                    continue  # observed at run time when om can (container#, fs#), else unmet
                 if req.target not in known:
                     raise ValueError(f"unknown resource '{req.target}'")
                 if req.target == rid:
@@ -414,6 +452,13 @@ class _Builder:
             section, list(section.entries.values()), RESOURCE_KEYWORDS["app"], sink=app.errors
         )
         self._fill(app, values)
+        if app.script:  # OpenSVC: start/stop/check = <sequence number or true> run `script <action>`
+            for action in ("start", "stop", "check"):
+                value = getattr(app, action)
+                if value is not None and (value.isdigit() or value.lower() in ("true", "yes")):
+                    setattr(app, action, f"{app.script} {action}")
+                elif value is not None and value.lower() in ("false", "no"):
+                    setattr(app, action, None)
         return app
 
     def _sync(self, section: Section, defaults: Defaults) -> SyncConfig:
@@ -437,3 +482,27 @@ class _Builder:
         for name, resolved in values.items():
             if name not in skip:
                 setattr(resource, name, resolved.value)
+
+
+def _expand_env(text: str, name: str, nodename: str, raw: dict[str, str], chain: tuple[str, ...]) -> str:
+    """Expand an `[env]` value: `{env.<key>}` may name another env key (OpenSVC), never in a cycle."""
+
+    def lookup(key: str) -> str:
+        if key in chain:
+            raise ValueError(f"{{env.{key}}}: reference cycle {' -> '.join((*chain, key))}")
+        if key not in raw:
+            raise ValueError(f"{{env.{key}}}: no key '{key}' in [env]")
+        return _expand_env(raw[key], name, nodename, raw, (*chain, key))
+
+    return expand(text, name, nodename, _LazyEnv(lookup))
+
+
+class _LazyEnv(dict):
+    """A mapping that computes `[env]` values on lookup, so references resolve in any order."""
+
+    def __init__(self, lookup: Callable[[str], str]) -> None:
+        super().__init__()
+        self._lookup = lookup
+
+    def __getitem__(self, key: str) -> str:
+        return self._lookup(key)

@@ -12,8 +12,8 @@ import shlex
 from dataclasses import dataclass
 
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-_DURATION_RE = re.compile(r"(?:[0-9]+[smhdw])+", re.IGNORECASE | re.ASCII)
-_DURATION_PAIR_RE = re.compile(r"([0-9]+)([smhdw])", re.IGNORECASE | re.ASCII)
+_DURATION_RE = re.compile(r"(?:[0-9]+(?:ms|[smhdw]))+", re.IGNORECASE | re.ASCII)
+_DURATION_PAIR_RE = re.compile(r"([0-9]+)(ms|[smhdw])", re.IGNORECASE | re.ASCII)
 _DIGITS_RE = re.compile(r"[0-9]+", re.ASCII)
 _ENV_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*", re.ASCII)
 _NODE_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9_.-]*[A-Za-z0-9])?", re.ASCII)
@@ -27,13 +27,18 @@ SCOPE_GROUPS = ("nodes", "drpnodes")
 
 
 def parse_duration(text: str) -> int:
-    """Seconds in `text`: a bare integer (seconds) or `<int><unit>` pairs, units s m h d w, any case."""
+    """Seconds in `text`: a bare integer (seconds) or `<int><unit>` pairs, units ms s m h d w, any case.
+
+    Milliseconds (OpenSVC writes `20ms`) round up to whole seconds: om's clock is the second.
+    """
     value = text.strip()
     if _DIGITS_RE.fullmatch(value):
         return int(value)
     if not _DURATION_RE.fullmatch(value):
         raise ValueError(f"invalid duration '{text}'")
-    return sum(int(n) * _DURATION_UNITS[u.lower()] for n, u in _DURATION_PAIR_RE.findall(value))
+    pairs = _DURATION_PAIR_RE.findall(value)
+    millis = sum(int(n) for n, u in pairs if u.lower() == "ms")
+    return sum(int(n) * _DURATION_UNITS[u.lower()] for n, u in pairs if u.lower() != "ms") + -(-millis // 1000)
 
 
 def format_duration(seconds: int) -> str:

@@ -60,7 +60,11 @@ class Catalog:
 
 def node_count(conn) -> int:
     """How many node names the database knows: more than one means a shared database (SPEC 2)."""
-    return len(conn.execute(select(nodes_table.c.name)).fetchall())
+    from omtasks.config.opensvc import set_cluster_nodes
+
+    names = [row.name for row in conn.execute(select(nodes_table.c.name))]
+    set_cluster_nodes(names)  # for `nodes = *` / `{clusternodes}`
+    return len(names)
 
 
 def reload(ctx, conn) -> Catalog:

@@ -60,6 +60,7 @@ class CommandSpec:
     env: dict[str, str]
     timeout: int | None
     kill_grace: float = 10.0
+    argv: tuple[str, ...] | None = None  # set: executed as is, `command` is only shown (container tasks)
 
 
 @dataclass(frozen=True)
@@ -148,7 +149,7 @@ def run(
     if forward_sigint and threading.current_thread() is not threading.main_thread():
         raise ValueError("forward_sigint needs the main thread (signal handlers live there)")
     emit = log or _no_log
-    argv = argv_for(spec.command)
+    argv = list(spec.argv) if spec.argv else argv_for(spec.command)
     cwd = spec.cwd or _default_cwd(spec.identity)
     log_fd = _open_log(log_path) if log_path else None
     try:

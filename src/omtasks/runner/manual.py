@@ -100,6 +100,9 @@ class ManualRun:
         from omtasks.config import task_scope
 
         scope = "" if task_scope(self.service, task) == "cluster" else ctx.node
+        from omtasks.runner.container import prefetch
+
+        prefetch(self.service, [task])  # container/fs probes run here, outside the transactions below
         if self.cron:
             return self._cron(task, scope, common)
         with ctx.engine.begin() as conn:

@@ -53,19 +53,19 @@ class Pipeline:
         with self.ctx.engine.begin() as conn:
             transition(conn, self.run_id, frm, to, reason=reason, actor=self.ctx.actor, now=self.ctx.now, **fields)
 
-    def env(self, identity) -> dict[str, str]:
+    def env(self, identity, task_environment: bool = True) -> dict[str, str]:
         extra = {
             "OPENSVC_SVCNAME": self.service.name, "OPENSVC_RID": self.task.rid, "OPENSVC_ACTION": "run",
             "OM_SERVICE": self.service.name, "OM_RID": self.task.rid, "OM_RUN_ID": str(self.run_id),
             "OM_NODENAME": self.ctx.node, "OM_TRIGGER": self.trigger,
             "OM_SCHEDULED_FOR": self.scheduled_for.astimezone(self.ctx.tz).isoformat(),
         }
-        return execute.base_environment(identity, extra, self.task.environment)
+        return execute.base_environment(identity, extra, self.task.environment if task_environment else None)
 
     def execute(self) -> Outcome:
         task = self.task
-        try:
-            identity = resolve(task.user, task.group)
+        try:  # a container task's user is the container's (--user): the CLI runs as om's user
+            identity = resolve(None, None) if task.is_container else resolve(task.user, task.group)
         except ImpersonationError as exc:
             self.say("ERROR", str(exc))
             self.move(sm.ELIGIBLE, sm.FAILED, "impersonation refused")
@@ -82,7 +82,8 @@ class Pipeline:
             code = self.trigger_cmd("blocking_pre_run", task.blocking_pre_run, own)
             if code != 0:
                 return self.finish(sm.FAILED, f"trigger failed: blocking_pre_run exit code {code}", None, "")
-        self.say("INFO", task.command)
+        if task.log:  # an interactive task's command line is not logged (OpenSVC v2)
+            self.say("INFO", task.command if not task.is_container else f"{task.type} run {task.image} {task.command}")
         try:
             result = self.command(identity)
         except ImpersonationError as exc:  # the kernel refused the identity change
@@ -116,7 +117,28 @@ class Pipeline:
             path = run_log_path(self.service.name, self.run_id, self.ctx.root)
             ensure_dir(path.parent)
             log_path = str(path)
-        spec = execute.CommandSpec(task.command, identity, task.cwd, task.umask, self.env(identity), task.timeout)
+        tty = None
+        if self.interactive and not task.log:
+            from omtasks.runner.terminal import caller_tty
+
+            tty = caller_tty()
+        argv = None
+        if task.is_container:  # `<cli> run ...`, no shell; the task's environment goes in as -e
+            from omtasks.runner.container import run_argv
+
+            try:
+                argv = run_argv(self.service, task, self.run_id)
+            except ValueError as exc:
+                raise execute.CommandError(str(exc)) from None
+            if tty is None and "--tty" in argv:
+                argv.remove("--tty")  # no terminal to allocate one for: docker would refuse to start
+        spec = execute.CommandSpec(task.command, identity, task.cwd, task.umask,
+                                   self.env(identity, task_environment=argv is None), task.timeout,
+                                   argv=tuple(argv) if argv else None)
+        if tty is not None:
+            from omtasks.runner.terminal import run_on_tty
+
+            return run_on_tty(spec, tty, log=self.say, on_heartbeat=self.heartbeat)
         return execute.run(spec, on_line=self.on_line, log_path=log_path, on_heartbeat=self.heartbeat,
                            log=self.say, forward_sigint=self.interactive)
 

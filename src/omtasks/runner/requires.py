@@ -93,6 +93,14 @@ def unmet(conn, service_cfg, task, node: str, live_app_status=None) -> str | Non
             if state not in req.states:
                 return f"requires {req}: {why}"
             continue
+        if req.target in service_cfg.ignored:  # container#, fs#: observed, never started (runner/container.py)
+            from omtasks.runner.container import observed
+
+            state, why = observed(service_cfg, req.target)
+            if state not in req.states:
+                return f"requires on resource {req.target} in state {states}, current state {state}" + (
+                    f" ({why})" if why else "")
+            continue
         if live_app_status is not None and req.target in service_cfg.apps:
             state = live_app_status(req.target)
         else:

@@ -193,10 +193,11 @@ class Tick:
         """This node's pending scheduled runs: task gone, disabled or invalid, or requires unmet."""
         ctx = self.ctx
         c = runs.c
+        pending = (c.node == ctx.node, c.trigger != "manual", c.action == "run",
+                   c.state.in_((sm.SCHEDULED, sm.ELIGIBLE, sm.AWAITING)))
+        self.prefetch_probes(pending)
         with ctx.engine.begin() as conn:
-            rows = conn.execute(select(runs).where(
-                c.node == ctx.node, c.trigger != "manual", c.action == "run",
-                c.state.in_((sm.SCHEDULED, sm.ELIGIBLE, sm.AWAITING)))).fetchall()
+            rows = conn.execute(select(runs).where(*pending)).fetchall()
             for r in rows:
                 if r.service not in self.catalog.files:
                     stop = (sm.CANCELLED, "service deleted")
@@ -206,6 +207,19 @@ class Tick:
                     stop = gate(ctx, conn, r, self.catalog.config(r.service), live_checks=False)
                 if stop is not None:
                     self._move(conn, r.id, r.state, *stop)
+
+    def prefetch_probes(self, pending) -> None:
+        """Container/fs states the pending runs' requirements name, probed before the re-check transaction."""
+        from omtasks.runner.container import prefetch
+
+        with reading(self.ctx.engine) as conn:
+            rows = conn.execute(select(runs.c.service, runs.c.rid).where(*pending)).fetchall()
+        for r in rows:
+            if r.service in self.catalog.files:
+                cfg = self.catalog.config(r.service)
+                task = cfg.tasks.get(r.rid)
+                if task is not None and any(q.target in cfg.ignored for q in task.run_requires):
+                    prefetch(cfg, [task])
 
     # -- step 6: evaluate and claim ----------------------------------------------------
 

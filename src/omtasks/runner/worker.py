@@ -84,6 +84,10 @@ def exec_runs(ctx, run_ids: list[int]) -> int:
         if run.service not in configs:
             configs[run.service] = load_service_cfg(ctx, run.service)
         service_cfg = configs[run.service]
+        if service_cfg is not None and run.rid in service_cfg.tasks:
+            from omtasks.runner.container import prefetch
+
+            prefetch(service_cfg, [service_cfg.tasks[run.rid]])  # probes outside the gate's transaction
         try:
             with ctx.engine.begin() as conn:
                 stop = gate(ctx, conn, run, service_cfg, live_checks=True)
