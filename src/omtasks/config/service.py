@@ -58,7 +58,9 @@ def load_service(path: str | Path, nodename: str, *, shared_nodes: int = 1) -> S
     path = Path(path)
     source = read_config(path)
     if source.text is None:
-        service = ServiceConfig(name=path.stem, path=str(path), nodename=nodename, valid=False)
+        # nodes = this node: its entries then say config_invalid here, not "not a node of"
+        service = ServiceConfig(name=path.stem, path=str(path), nodename=nodename, valid=False,
+                                nodes=[nodename], unread=source.error or "cannot read")
         if source.data:
             service.checksum = hashlib.sha256(source.data).hexdigest()
         service.problems.append(Problem("error", str(path), source.line, "", "", source.error or "cannot read"))

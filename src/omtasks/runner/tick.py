@@ -277,6 +277,8 @@ class Tick:
         cfg = self.catalog.config(name)
         entries = service_entries(cfg, ctx.node, ctx.node_config)
         if not cfg.valid and not entries:
+            if self.verbose and name in self.catalog.changed:
+                print(f"{name}: config_invalid ({cfg.first_error()})")
             self.invalidate(name, rows, cfg.first_error())
             return
         results = []
