@@ -57,7 +57,7 @@ def test_syntax_errors() -> None:
         (1, "", "orphan", "key outside any section"),
         (2, "", "", "indented line continues no key"),
         (3, "", "", "empty section name"),
-        (5, "task#0", "", "expected 'key = value', got 'just words'"),
+        (5, "task#0", "", "expected 'key = value' (no '=' on this line)"),
         (6, "task#0", "", "invalid key 'bad key'"),
         (7, "task#0", "", "invalid key ''"),
     ]

@@ -7,9 +7,10 @@ from pathlib import Path
 from omtasks.config import NodeConfig, load_node_config
 
 
-def _load(tmp_path: Path, text: str) -> tuple[NodeConfig, list[str]]:
+def _load(tmp_path: Path, text: str, mode: int = 0o640) -> tuple[NodeConfig, list[str]]:
     path = tmp_path / "node.conf"
     path.write_text(text)
+    path.chmod(mode)
     config, problems = load_node_config(path)
     return config, [str(p).replace(str(path), "P") for p in problems]
 
@@ -49,6 +50,17 @@ def test_values(tmp_path: Path) -> None:
     assert config.transport_for("n3.lan") == "local:/srv/n3" and config.transport_for("n4") == "ssh:n4"
 
 
+def test_a_token_others_can_read_is_reported(tmp_path: Path) -> None:
+    text = "[collector]\nurl = https://c.example.com\ntoken = s3cr3t\n"
+    config, problems = _load(tmp_path, text, mode=0o644)
+    assert config.collector_token == "s3cr3t"  # a warning, the value is still used
+    assert problems == ["warning: P:0: [collector] token: readable by others: chmod o-r P "
+                        "(the token lets anyone push as this node)"]
+    assert "s3cr3t" not in problems[0]
+    _, problems = _load(tmp_path, "[collector]\nurl = https://c.example.com\n", mode=0o644)
+    assert problems == []  # no token, nothing to protect
+
+
 def test_bad_values_use_defaults(tmp_path: Path) -> None:
     config, problems = _load(
         tmp_path,
@@ -78,7 +90,7 @@ def test_syntax_errors_keep_the_rest(tmp_path: Path) -> None:
     assert problems == [
         "error: P:1: max_running: key outside any section",
         "error: P:4: [node] max_running: duplicate key (first at line 3)",
-        "error: P:6: [runner] expected 'key = value', got 'what'",
+        "error: P:6: [runner] expected 'key = value' (no '=' on this line)",
     ]
 
 
@@ -92,7 +104,7 @@ def test_undecodable(tmp_path: Path) -> None:
     path.write_bytes(b"[node]\nmax_running = \xff\n")
     config, problems = load_node_config(path)
     assert config == NodeConfig()
-    assert [str(p) for p in problems] == [f"error: {path}:0: cannot read: not UTF-8; using defaults"]
+    assert [str(p) for p in problems] == [f"error: {path}:0: not UTF-8: byte 0xff at offset 21; using defaults"]
     (tmp_path / "dir").mkdir()
     config, problems = load_node_config(tmp_path / "dir")
-    assert config == NodeConfig() and "cannot read: Is a directory" in str(problems[0])
+    assert config == NodeConfig() and "is a directory" in str(problems[0])

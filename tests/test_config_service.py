@@ -216,7 +216,7 @@ def test_syntax_and_duplicates_make_the_service_invalid(tmp_path: Path) -> None:
     assert report(svc) == [
         "warning: P:5: [task#0] command: duplicate key (first at line 4), the last one wins",
         "error: P:6: [task#0] duplicate section (first at line 3)",
-        "error: P:8: [task#0] expected 'key = value', got 'nonsense'",
+        "error: P:8: [task#0] expected 'key = value' (no '=' on this line)",
     ]
     assert svc.tasks["task#0"].command == "b"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 from pathlib import Path
 
@@ -18,9 +19,21 @@ def om_root() -> Path:
     return Path.home() / ".local" / "share" / "om"
 
 
+#: a node name: it reaches commands through {nodename} and names files under var/run
+NODE_NAME_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?", re.ASCII)
+
+
 def nodename() -> str:
-    """$OM_NODENAME, else the short host name."""
-    return os.environ.get("OM_NODENAME") or socket.gethostname().split(".")[0]
+    """$OM_NODENAME, else the short host name; an invalid name is an error (`om: ...`, exit 2)."""
+    name = os.environ.get("OM_NODENAME") or socket.gethostname().split(".")[0]
+    if not NODE_NAME_RE.fullmatch(name) or ".." in name:
+        from omtasks.cli.errors import OmError
+
+        source = "OM_NODENAME" if os.environ.get("OM_NODENAME") else "the host name"
+        shown = name if len(name) <= 80 else f"{name[:80]}..."
+        raise OmError(f"invalid node name {shown!r} ({source}): letters, digits, '-', '_' and '.', "
+                      "at most 63 characters, starting and ending with a letter or digit", 2)
+    return name
 
 
 def etc_dir(root: Path | None = None) -> Path:

@@ -106,16 +106,24 @@ _OPTION_RE = re.compile(
 )
 
 
+#: years a user time (--now, --from, --last, OM_NOW) may name: schedules are evaluated up to
+#: 400 years past it, well inside the datetime range (docs/security.md)
+MIN_YEAR, MAX_YEAR = 1970, 2999
+
+
 def parse_time_option(text: str, tz: tzinfo) -> datetime:
     """Parse a user time: local 'YYYY-MM-DD HH:MM[:SS]' ('T' accepted) or with an offset.
 
     Without an offset an ambiguous local time is its first occurrence and a
     nonexistent one moves forward by the gap (SPEC 8.3).
     """
-    m = _OPTION_RE.match(text.strip())
+    shown = text if len(text) <= 64 else f"{text[:64]}..."
+    m = _OPTION_RE.match(text.strip()) if len(text) <= 64 else None
     if not m:
-        raise TimeOptionError(f"invalid time '{text}' (expected YYYY-MM-DD HH:MM[:SS])")
+        raise TimeOptionError(f"invalid time '{shown}' (expected YYYY-MM-DD HH:MM[:SS])")
     y, mo, d, h, mi, s, off = m.groups()
+    if not MIN_YEAR <= int(y) <= MAX_YEAR:
+        raise TimeOptionError(f"invalid time '{text}': year {int(y)} out of range {MIN_YEAR}-{MAX_YEAR}")
     try:
         naive = datetime(int(y), int(mo), int(d), int(h or 0), int(mi or 0), int(s or 0))
     except ValueError as exc:
@@ -125,9 +133,15 @@ def parse_time_option(text: str, tz: tzinfo) -> datetime:
             return naive.replace(tzinfo=UTC)
         sign = 1 if off[0] == "+" else -1
         digits = off[1:].replace(":", "")
-        delta = timedelta(hours=int(digits[:2]), minutes=int(digits[2:]))
+        hours, minutes = int(digits[:2]), int(digits[2:])
+        if hours > 23 or minutes > 59:
+            raise TimeOptionError(f"invalid time '{text}': offset {off} out of range (-23:59 to +23:59)")
+        delta = timedelta(hours=hours, minutes=minutes)
         return naive.replace(tzinfo=timezone(sign * delta)).astimezone(tz)
-    return from_local_naive(naive, tz)
+    try:
+        return from_local_naive(naive, tz)
+    except (OverflowError, ValueError) as exc:
+        raise TimeOptionError(f"invalid time '{text}': {exc}") from exc
 
 
 def read_now(tz: tzinfo | None = None, explicit: str | None = None) -> datetime:

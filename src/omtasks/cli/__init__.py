@@ -98,11 +98,50 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except Exception as exc:
-        # database unreachable, locked past the busy timeout, or behind: one line, exit 1 (SPEC 12)
-        module = type(exc).__module__
-        if module.startswith(("sqlalchemy", "omtasks.db", "sqlite3", "psycopg")):
-            detail = getattr(exc, "orig", None) or exc
-            click.echo(f"om: {str(detail).splitlines()[0]}", err=True)
-            sys.exit(1)
-        raise
+        # database unreachable, locked past the busy timeout, or behind; a file om cannot write:
+        # one line, exit 1 (SPEC 12), never a traceback
+        message = failure_line(exc)
+        if message is None:
+            raise
+        click.echo(f"om: {message}", err=True)
+        sys.exit(1)
     sys.exit(rv if isinstance(rv, int) else 0)
+
+
+#: SQLite's words for a full disk, a read-only file and a file it may not open
+_SQLITE_WORDS = (
+    ("database or disk is full", "no space left on device"),
+    ("attempt to write a readonly database", "read-only database: cannot write"),
+    ("unable to open database file", "cannot open the database file"),
+)
+
+
+def failure_line(exc: BaseException) -> str | None:
+    """The `om: ...` line of an expected failure (database, file system), None for a bug."""
+    import errno
+    import os
+
+    module = type(exc).__module__
+    if module == "omtasks.timeutil":  # OM_NOW that does not parse or is out of range
+        return f"OM_NOW: {exc}" if os.environ.get("OM_NOW") else str(exc)
+    if isinstance(exc, OSError):
+        where = f": {exc.filename}" if exc.filename else ""
+        if exc.errno in (errno.EACCES, errno.EPERM):
+            return f"permission denied{where} (run as root or set OM_ROOT)"
+        if exc.errno == errno.ENOSPC:
+            return f"no space left on device{where}"
+        if exc.errno == errno.EROFS:
+            return f"read-only file system{where}"
+        return f"{exc.strerror or exc}{where}"
+    if module.startswith(("sqlalchemy", "omtasks.db", "sqlite3", "psycopg")):
+        detail = str(getattr(exc, "orig", None) or exc)
+        first = detail.splitlines()[0] if detail else type(exc).__name__
+        for words, plain in _SQLITE_WORDS:
+            if words in first:
+                from omtasks.paths import om_root
+
+                path = os.environ.get("OM_DB_URL") or f"{om_root()}/var/om.db"
+                hint = " (run as root or set OM_ROOT)" if "open" in words or "readonly" in words else ""
+                return f"{plain}: {path}{hint}"
+        return first
+    return None

@@ -7,7 +7,7 @@ import click
 
 @click.group()
 def db() -> None:
-    """Database schema: `upgrade` to this om's head revision, `current` revision."""
+    """Database schema: `init` a new one, `upgrade` to this om's head revision, `current` revision."""
 
 
 @db.command()
@@ -18,6 +18,15 @@ def upgrade() -> None:
 
     before, after = do_upgrade(None, om_root())
     click.echo(f"{before or 'empty'} -> {after} (head)" if before != after else f"{after} (head): nothing to do")
+
+
+@db.command()
+def init() -> None:
+    """Create an empty database at head, on purpose (never done silently over lost history)."""
+    from omtasks.db import init as do_init
+    from omtasks.paths import om_root
+
+    click.echo(f"empty -> {do_init(None, om_root())} (head)")
 
 
 @db.command()

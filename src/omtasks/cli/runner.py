@@ -83,7 +83,7 @@ def daemon() -> int:
 
 
 @runner.command("exec")
-@click.argument("run_ids", nargs=-1, type=int, required=True)
+@click.argument("run_ids", nargs=-1, type=click.IntRange(1, 2**63 - 1), required=True)
 def exec_cmd(run_ids: tuple[int, ...]) -> int:
     """(internal) carry out claimed runs; started detached by the tick."""
     from omtasks.runner.context import Context

@@ -40,6 +40,12 @@ def service_name() -> str:
     name = ctx.find_root().meta.get("om.service")
     if not name:
         raise OmError("no service named", 2)
+    from omtasks.config.service import check_service_name
+
+    # the rule of `create`, for every action: a name is a name, never a path (`om ../../x run`)
+    problem = check_service_name(name)
+    if problem:
+        raise OmError(problem)
     return name
 
 

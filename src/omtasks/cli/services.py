@@ -35,7 +35,9 @@ def ls(fmt: str) -> None:
 
     ctx = Context.create()
     files = service_files(ctx.root)
-    with database_errors(), contextlib.closing(ctx), ctx.engine.connect() as conn:
+    from omtasks.db.connect import reading
+
+    with database_errors(), contextlib.closing(ctx), reading(ctx.engine) as conn:
         shared = node_count(conn)
         p = placements.c
         active = {service: node for service, node in conn.execute(select(p.service, p.active_node))}
@@ -62,7 +64,12 @@ def ls(fmt: str) -> None:
                 "config": config_health(cfg, copies.get(name, set())),
             }
         )
+        if cfg.errors:  # what is wrong, so a directory or a dangling symlink named *.conf says so
+            items[-1]["problem"] = cfg.first_error()
+            items[-1]["unread"] = cfg.unread
     if fmt == "json":
+        for item in items:
+            item.pop("unread", None)
         click.echo(dump_json(items))
         return
     rows = [
@@ -72,7 +79,7 @@ def ls(fmt: str) -> None:
             item["active_node"],
             item["local_state"],
             None if item["frozen"] is None else ("yes" if item["frozen"] else "no"),
-            item["config"],
+            f"invalid: {item['unread']}" if item.get("unread") else item["config"],
         ]
         for item in items
     ]

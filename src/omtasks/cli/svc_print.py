@@ -88,7 +88,7 @@ def print_schedule(fmt: str, rid: str | None, explain: bool) -> None:
 @click.option("--rid", help="only runs of these rids (comma list)", shell_complete=completion.rids)
 @click.option("--state", help="only runs in these states (comma list)")
 @click.option("--node", help="only runs of this node")
-@click.option("--limit", type=click.IntRange(1, None), default=20, show_default=True)
+@click.option("--limit", type=click.IntRange(1, 100000), default=20, show_default=True)
 def print_runs(fmt: str, rid: str | None, state: str | None, node: str | None, limit: int) -> None:
     """The run history, newest first."""
     from sqlalchemy import select
@@ -108,7 +108,9 @@ def print_runs(fmt: str, rid: str | None, state: str | None, node: str | None, l
             q = q.where(c.state.in_([s.strip() for s in state.split(",")]))
         if node:
             q = q.where(c.node == node)
-        with ctx.engine.begin() as conn:
+        from omtasks.db.connect import reading
+
+        with reading(ctx.engine) as conn:  # a reader never waits for a writer (SQLite WAL)
             rows = conn.execute(q).fetchall()
     finally:
         ctx.close()

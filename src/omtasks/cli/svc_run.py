@@ -51,7 +51,7 @@ def run(rid: str | None, tags: str | None, subsets: str | None, confirm: bool, c
 
 @click.command()
 @click.option("--rid", help="the task whose pending confirmation is answered", shell_complete=completion.rids)
-@click.option("--run", "run_id", type=int, help="the run whose pending confirmation is answered",
+@click.option("--run", "run_id", type=click.IntRange(1, 2**63 - 1), help="the run whose pending confirmation is answered",
               shell_complete=completion.run_ids)
 @click.option("--yes", "answer", flag_value="yes", help="confirm: the run becomes eligible")
 @click.option("--no", "answer", flag_value="no", help="refuse: the run fails (confirmation refused)")

@@ -72,6 +72,10 @@ def normalize_key(raw_key: str) -> str:
     return keyword if scope is None else f"{keyword}@{scope}"
 
 
+def _cut(text: str, limit: int = 40) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}..."
+
+
 def is_comment(line: str) -> bool:
     return line.lstrip()[:1] in ("#", ";")
 
@@ -127,11 +131,12 @@ def parse_ini(text: str, *, last_key_wins: bool = False) -> IniDocument:
         raw_key = raw_key.strip()
         if not eq:
             doc.issues.append(
-                IniIssue(number, section_name, "", f"expected 'key = value', got '{line.strip()}'")
+                # the line itself is not quoted: a misplaced file must not leak into logs
+                IniIssue(number, section_name, "", "expected 'key = value' (no '=' on this line)")
             )
             continue
         if raw_key.split() != [raw_key]:  # empty, or holds a blank
-            doc.issues.append(IniIssue(number, section_name, "", f"invalid key '{raw_key}'"))
+            doc.issues.append(IniIssue(number, section_name, "", f"invalid key '{_cut(raw_key)}'"))
             continue
         if not section_name:
             doc.issues.append(IniIssue(number, "", raw_key, "key outside any section"))

@@ -155,6 +155,7 @@ class ServiceConfig:
     ignored: dict[str, int] = field(default_factory=dict)  # rid of an ignored section -> its line
     ignored_why: dict[str, str] = field(default_factory=dict)  # rid of an ignored section -> why
     raw: dict[str, dict[str, str]] = field(default_factory=dict)  # section -> key[@scope] -> value as written
+    unread: str | None = None  # why the file was not read at all (a directory, a dangling symlink, refused...)
 
     @property
     def errors(self) -> list[Problem]:

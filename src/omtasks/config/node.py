@@ -6,6 +6,7 @@ caller) and the default is used.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from typing import Any
 
 from .ini import parse_ini
 from .problems import Problem, sort_problems
+from .source import read_config
 from .values import is_node_name, parse_bool, parse_bounded_duration, parse_duration, parse_int
 
 _TRANSPORT_RE = re.compile(r"(ssh:[^\s/]+|local:/\S*)")
@@ -147,13 +149,12 @@ def load_node_config(path: str | Path) -> tuple[NodeConfig, list[Problem]]:
     """Read node.conf; a missing file means every default, a bad value its default plus a Problem."""
     path = Path(path)
     config = NodeConfig()
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except FileNotFoundError:
+    if not os.path.lexists(path):
         return config, []
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8"
-        return config, [Problem("error", str(path), 0, "", "", f"cannot read: {reason}; using defaults")]
+    source = read_config(path)
+    if source.text is None:
+        return config, [Problem("error", str(path), 0, "", "", f"{source.error}; using defaults")]
+    text = source.text
     problems: list[Problem] = []
 
     def report(severity: str, line: int, section: str, keyword: str, message: str) -> None:
@@ -189,4 +190,14 @@ def load_node_config(path: str | Path) -> tuple[NodeConfig, list[Problem]]:
                 config.node_transports[entry.raw_key] = value
             else:
                 setattr(config, attribute, value)
+    if config.collector_token and _others_can_read(path):
+        report("warning", 0, "collector", "token",
+               f"readable by others: chmod o-r {path} (the token lets anyone push as this node)")
     return config, sort_problems(problems)
+
+
+def _others_can_read(path: Path) -> bool:
+    try:
+        return bool(os.stat(path).st_mode & 0o004)
+    except OSError:
+        return False

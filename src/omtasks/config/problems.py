@@ -5,6 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
+MAX_MESSAGE = 300
+MAX_NAME = 80
+
+
 @dataclass(frozen=True)
 class Problem:
     """One finding in a config file, rendered as one line naming file, line, section and keyword.
@@ -19,6 +23,15 @@ class Problem:
     section: str
     keyword: str
     message: str
+
+    def __post_init__(self) -> None:
+        # no problem line carries more than MAX_MESSAGE characters of a file (docs/security.md)
+        if len(self.message) > MAX_MESSAGE:
+            object.__setattr__(self, "message", f"{self.message[:MAX_MESSAGE]}...")
+        for name in ("section", "keyword"):
+            value = getattr(self, name)
+            if len(value) > MAX_NAME:
+                object.__setattr__(self, name, f"{value[:MAX_NAME]}...")
 
     def __str__(self) -> str:
         where = f"[{self.section}] " if self.section else ""

@@ -16,6 +16,7 @@ from .model import AppConfig, Defaults, Resource, ServiceConfig, SyncConfig, Tas
 from .opensvc import CLUSTER_WIDE, CONTAINER_TASK_IGNORED, INTERNAL_SYNC, SYNC_TYPES, cluster_nodes, ignored_keyword
 from .problems import Problem, sort_problems
 from .references import expand
+from .source import MAX_SECTIONS, MAX_VALUE_CHARS, read_config
 from .values import SCOPE_GROUPS, Requirement, is_node_name, parse_requires
 
 SERVICE_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
@@ -27,6 +28,8 @@ RUNS_EVERYWHERE = "runs on every node; add run_requires = instance(up) to run on
 
 def check_service_name(name: str) -> str | None:
     """Why `name` cannot name a service, or None when it can."""
+    if len(name) > 80:
+        return f"invalid service name '{name[:80]}...': longer than 63 characters"
     if name in RESERVED_NAMES:
         return f"invalid service name '{name}': reserved word"
     if not SERVICE_NAME_RE.match(name):
@@ -47,39 +50,42 @@ def schedule_error(value: str) -> str | None:
 
 
 def load_service(path: str | Path, nodename: str, *, shared_nodes: int = 1) -> ServiceConfig:
-    """Read and validate `path`; never raises for bad content, problems go into `.problems`."""
+    """Read and validate `path`; never raises for bad content, problems go into `.problems`.
+
+    The file goes through `source.read_config` (ownership, symlinks, size, binary,
+    BOM); any exception while validating it makes the service invalid with the
+    message, so one hostile file never stops a command that reads them all.
+    """
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        service = ServiceConfig(name=path.stem, path=str(path), nodename=nodename, valid=False)
-        service.problems.append(Problem("error", str(path), 0, "", "", f"cannot read: {exc.strerror or exc}"))
+    source = read_config(path)
+    if source.text is None:
+        # nodes = this node: its entries then say config_invalid here, not "not a node of"
+        service = ServiceConfig(name=path.stem, path=str(path), nodename=nodename, valid=False,
+                                nodes=[nodename], unread=source.error or "cannot read")
+        if source.data:
+            service.checksum = hashlib.sha256(source.data).hexdigest()
+        service.problems.append(Problem("error", str(path), source.line, "", "", source.error or "cannot read"))
         return service
+    return _build_safely(str(path), path.stem, nodename, shared_nodes, source.text, source.data)
+
+
+def _build_safely(path: str, name: str, nodename: str, shared_nodes: int, text: str, data: bytes) -> ServiceConfig:
     try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        service = ServiceConfig(name=path.stem, path=str(path), nodename=nodename, valid=False)
+        return _Builder(path, name, nodename, shared_nodes).build(text, data)
+    except Exception as exc:  # noqa: BLE001 - one hostile file must not stop the others
+        service = ServiceConfig(name=name, path=path, nodename=nodename, valid=False)
         service.checksum = hashlib.sha256(data).hexdigest()
-        line = data[: exc.start].count(b"\n") + 1
-        service.problems.append(
-            Problem(
-                "error",
-                str(path),
-                line,
-                "",
-                "",
-                f"not UTF-8: byte 0x{data[exc.start]:02x} at offset {exc.start}",
-            )
-        )
+        detail = str(exc).splitlines()[0][:200] if str(exc) else ""
+        service.problems.append(Problem("error", path, 0, "", "", f"cannot be validated: {type(exc).__name__}"
+                                        + (f": {detail}" if detail else "")))
         return service
-    return _Builder(str(path), path.stem, nodename, shared_nodes).build(text, data)
 
 
 def parse_service_text(
     text: str, path: str, name: str, nodename: str, *, shared_nodes: int = 1
 ) -> ServiceConfig:
     """Validate `text` as the content of service `name` (used by `create`/`set` before writing)."""
-    return _Builder(str(path), name, nodename, shared_nodes).build(text, text.encode("utf-8"))
+    return _build_safely(str(path), name, nodename, shared_nodes, text, text.encode("utf-8", "surrogatepass"))
 
 
 @dataclass
@@ -138,6 +144,10 @@ class _Builder:
         doc = parse_ini(text, last_key_wins=True)
         for issue in doc.issues:
             self.report(issue.severity, issue.line, issue.section, issue.keyword, issue.message)
+        if not self._within_limits(doc):
+            service.valid = False
+            service.problems = sort_problems(self.problems)
+            return service
         service.raw = {s.name: {k: e.value for k, e in s.entries.items()} for s in doc.sections.values()}
         resources = self._classify(doc, service)
         default = doc.sections.get("DEFAULT", Section("DEFAULT", 0))
@@ -164,6 +174,20 @@ class _Builder:
         service.valid = not self.fatal
         service.problems = sort_problems(self.problems)
         return service
+
+    def _within_limits(self, doc: IniDocument) -> bool:
+        """MAX_SECTIONS sections and MAX_VALUE_CHARS per value (docs/security.md); False stops validation."""
+        if len(doc.sections) > MAX_SECTIONS:
+            self.report("error", 0, "", "", f"too many sections ({len(doc.sections)}, at most {MAX_SECTIONS})")
+            return False
+        ok = True
+        for section in doc.sections.values():
+            for entry in section.entries.values():
+                if len(entry.value) > MAX_VALUE_CHARS:
+                    self.report("error", entry.line, section.name, entry.key,
+                                f"value too long ({len(entry.value)} characters, at most {MAX_VALUE_CHARS})")
+                    ok = False
+        return ok
 
     def _classify(self, doc: IniDocument, service: ServiceConfig) -> list[Section]:
         """Resource sections om runs, in file order; ignored and unknown sections are reported."""

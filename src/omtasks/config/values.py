@@ -8,7 +8,6 @@ typed value, or raises ValueError whose text is the message that follows
 from __future__ import annotations
 
 import re
-import shlex
 from dataclasses import dataclass
 
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -26,6 +25,16 @@ DEFAULT_REQUIRE_STATES = ("up", "stdby up")
 SCOPE_GROUPS = ("nodes", "drpnodes")
 
 
+#: the largest duration and integer a keyword takes (docs/security.md): ten years, nine digits
+MAX_DURATION = 3660 * 86400
+MAX_DIGITS = 9
+
+
+def _shown(text: str) -> str:
+    text = text.strip()
+    return text if len(text) <= 40 else f"{text[:40]}..."
+
+
 def parse_duration(text: str) -> int:
     """Seconds in `text`: a bare integer (seconds) or `<int><unit>` pairs, units ms s m h d w, any case.
 
@@ -33,12 +42,18 @@ def parse_duration(text: str) -> int:
     """
     value = text.strip()
     if _DIGITS_RE.fullmatch(value):
-        return int(value)
-    if not _DURATION_RE.fullmatch(value):
-        raise ValueError(f"invalid duration '{text}'")
-    pairs = _DURATION_PAIR_RE.findall(value)
+        pairs = [(value, "s")]
+    elif _DURATION_RE.fullmatch(value):
+        pairs = _DURATION_PAIR_RE.findall(value)
+    else:
+        raise ValueError(f"invalid duration '{_shown(text)}'")
+    if any(len(n) > MAX_DIGITS for n, _ in pairs):
+        raise ValueError(f"duration '{_shown(text)}' too long (at most {MAX_DURATION // 86400} days)")
     millis = sum(int(n) for n, u in pairs if u.lower() == "ms")
-    return sum(int(n) * _DURATION_UNITS[u.lower()] for n, u in pairs if u.lower() != "ms") + -(-millis // 1000)
+    seconds = sum(int(n) * _DURATION_UNITS[u.lower()] for n, u in pairs if u.lower() != "ms") + -(-millis // 1000)
+    if seconds > MAX_DURATION:
+        raise ValueError(f"duration '{_shown(text)}' too long (at most {MAX_DURATION // 86400} days)")
+    return seconds
 
 
 def format_duration(seconds: int) -> str:
@@ -65,7 +80,9 @@ def parse_bool(text: str) -> bool:
 def parse_int(text: str, minimum: int = 0) -> int:
     value = text.strip()
     if not _DIGITS_RE.fullmatch(value):
-        raise ValueError(f"'{text}' is not an integer")
+        raise ValueError(f"'{_shown(text)}' is not an integer")
+    if len(value) > MAX_DIGITS:
+        raise ValueError(f"'{_shown(text)}' too large (at most {MAX_DIGITS} digits)")
     number = int(value)
     if number < minimum:
         raise ValueError(f"'{text}' must be >= {minimum}")
@@ -108,10 +125,72 @@ def parse_choices(text: str, choices: tuple[str, ...]) -> list[str]:
     return out
 
 
+_PLAIN_RE = re.compile(r"[^ \t\r\n\\'\"]+")
+_DQ_PLAIN_RE = re.compile(r'[^"\\]+')
+_BLANKS = " \t\r\n"
+
+
+def split_words(text: str) -> list[str]:
+    """`shlex.split(text)` (POSIX, no comments), in linear time.
+
+    shlex builds each token one character at a time, which is quadratic in the
+    token's length (a 1 MB command took 14 s); this scanner appends slices.
+    Raises ValueError on an unterminated quote or a trailing escape.
+    """
+    out: list[str] = []
+    buf: list[str] = []
+    started = False  # a token is open (an empty quoted string is a token)
+    i, n = 0, len(text)
+    while i < n:
+        c = text[i]
+        if c in _BLANKS:
+            if started:
+                out.append("".join(buf))
+                buf, started = [], False
+            i += 1
+        elif c == "\\":
+            if i + 1 >= n:
+                raise ValueError("No escaped character")
+            buf.append(text[i + 1])
+            started, i = True, i + 2
+        elif c == "'":
+            j = text.find("'", i + 1)
+            if j < 0:
+                raise ValueError("No closing quotation")
+            buf.append(text[i + 1:j])
+            started, i = True, j + 1
+        elif c == '"':
+            started, i = True, i + 1
+            while True:
+                if i >= n:
+                    raise ValueError("No closing quotation")
+                c = text[i]
+                if c == '"':
+                    i += 1
+                    break
+                if c == "\\":
+                    if i + 1 >= n:
+                        raise ValueError("No escaped character")
+                    nxt = text[i + 1]
+                    buf.append(nxt if nxt in '"\\' else c + nxt)
+                    i += 2
+                    continue
+                m = _DQ_PLAIN_RE.match(text, i)
+                buf.append(m.group(0))
+                i = m.end()
+        else:
+            m = _PLAIN_RE.match(text, i)
+            buf.append(m.group(0))
+            started, i = True, m.end()
+    if started:
+        out.append("".join(buf))
+    return out
+
+
 def split_shlex(text: str) -> list[str]:
     """POSIX shlex split; an unterminated quote or trailing escape is `unbalanced quotes`."""
     try:
-        return shlex.split(text, posix=True)
+        return split_words(text)
     except ValueError:
         raise ValueError("unbalanced quotes") from None
 
@@ -168,8 +247,8 @@ def parse_retcodes(text: str) -> dict[int, str]:
     for pair in text.split():
         code, colon, state = pair.partition(":")
         if not colon or not _DIGITS_RE.fullmatch(code):
-            raise ValueError(f"'{pair}' is not a code:state pair")
-        number = int(code)
+            raise ValueError(f"'{_shown(pair)}' is not a code:state pair")
+        number = int(code) if len(code) <= MAX_DIGITS else 256
         if number > 255:
             raise ValueError(f"exit code {number} out of range 0-255")
         if state not in STATUS_STATES:

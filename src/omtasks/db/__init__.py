@@ -6,10 +6,13 @@ Importing this package never imports alembic (SPEC 2, 14).
 from omtasks.db.lifecycle import (
     HEAD_REVISION,
     DatabaseError,
+    DatabaseMissing,
     SchemaBehind,
     current,
+    init,
     open_engine,
     upgrade,
 )
 
-__all__ = ["HEAD_REVISION", "DatabaseError", "SchemaBehind", "current", "open_engine", "upgrade"]
+__all__ = ["HEAD_REVISION", "DatabaseError", "DatabaseMissing", "SchemaBehind", "current", "init", "open_engine",
+           "upgrade"]

@@ -16,7 +16,7 @@ from pathlib import Path
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import URL, make_url
 
-from omtasks.db.connect import BUSY_TIMEOUT_S, is_sqlite, make_engine, sqlite_path
+from omtasks.db.connect import BUSY_TIMEOUT_S, READ_ONLY, is_sqlite, make_engine, sqlite_path
 from omtasks.db.files import create_file, ensure_dir, secure_file
 from omtasks.locking import flock_wait
 
@@ -47,9 +47,81 @@ def resolve_url(url: str | None, root: Path) -> URL:
     return make_url(url or os.environ.get("OM_DB_URL") or f"sqlite:///{root}/var/om.db")
 
 
-def open_engine(url: str | None = None, *, root: Path) -> Engine:
-    """An engine on a database at head: created when missing, SQLite upgraded when behind."""
+class DatabaseMissing(DatabaseError):
+    """A SQLite file deleted or emptied while its history is still around: never silently recreated."""
+
+
+def history_left(db: Path, root: Path) -> list[str]:
+    """What shows that `db` held history: its -wal file, backups of its upgrades, run logs."""
+    found = []
+    wal = Path(f"{db}-wal")
+    if wal.exists():
+        found.append(str(wal))
+    found.extend(str(p) for p in sorted(db.parent.glob(f"{db.name}.bak-*")))
+    runs = root / "var" / "log" / "runs"
+    try:
+        if any(runs.iterdir()):
+            found.append(f"{runs}/")
+    except OSError:
+        pass
+    return found
+
+
+def _check_not_lost(u: URL, root: Path) -> None:
+    """SPEC 2 + docs/security.md: a missing or empty SQLite file next to its history is an error."""
+    path = sqlite_path(u) if is_sqlite(u) else None
+    if path is None:
+        return
+    db = Path(path)
+    try:
+        empty = db.stat().st_size == 0
+        state = "empty"
+    except FileNotFoundError:
+        empty, state = True, "missing"
+    if not empty:
+        return
+    left = history_left(db, root)
+    if not left:
+        return  # a new node: the database is created
+    backups = [p for p in left if ".bak-" in p]
+    restore = f"restore it from {backups[-1]} (the backup of the last upgrade) or from your backups" if backups \
+        else "restore it from your backups"
+    raise DatabaseMissing(f"database {db} is {state} but {left[0]} exists: {restore}, "
+                          "or run 'om db init' to start an empty database on purpose")
+
+
+def init(url: str | None, root: Path) -> str:
+    """`om db init`: create the database at head on purpose; an orphan -wal/-shm is moved aside first."""
     u = resolve_url(url, root)
+    path = sqlite_path(u) if is_sqlite(u) else None
+    if path is not None:
+        db = Path(path)
+        if db.exists() and db.stat().st_size > 0:
+            raise DatabaseError(f"database {db} already exists")
+        stamp = time.strftime("%Y%m%d%H%M%S")
+        for suffix in ("-wal", "-shm"):
+            orphan = Path(f"{db}{suffix}")
+            if orphan.exists():  # SQLite would replay an old WAL into the new file
+                orphan.rename(f"{orphan}.orphaned-{stamp}")
+    engine = _engine(u, root)
+    try:
+        rev = read_revision(engine)
+        if rev is not None:
+            raise DatabaseError(f"database already at revision {rev}")
+        _migrate(engine, u, root)
+    finally:
+        engine.dispose()
+    return HEAD_REVISION
+
+
+def open_engine(url: str | None = None, *, root: Path) -> Engine:
+    """An engine on a database at head: created when missing, SQLite upgraded when behind.
+
+    A SQLite file that is missing or empty while its history is still there
+    (a -wal file, upgrade backups, run logs) is DatabaseMissing, not a new database.
+    """
+    u = resolve_url(url, root)
+    _check_not_lost(u, root)
     engine = _engine(u, root)
     try:
         rev = read_revision(engine)
@@ -66,6 +138,7 @@ def open_engine(url: str | None = None, *, root: Path) -> Engine:
 def upgrade(url: str | None, root: Path) -> tuple[str | None, str]:
     """`om db upgrade`: bring any database to head; returns (revision before, head)."""
     u = resolve_url(url, root)
+    _check_not_lost(u, root)
     engine = _engine(u, root)
     try:
         before = read_revision(engine)
@@ -97,7 +170,8 @@ def current(url: str | None, root: Path) -> str:
 
 def read_revision(engine: Engine) -> str | None:
     """The revision stamped in `alembic_version`, None for an empty database."""
-    with engine.connect() as conn:
+    # a deferred BEGIN on SQLite: reading the revision never waits for a writer
+    with engine.connect().execution_options(**{READ_ONLY: True}) as conn:
         if not conn.dialect.has_table(conn, "alembic_version"):
             return None
         return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()

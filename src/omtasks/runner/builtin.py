@@ -15,6 +15,7 @@ from datetime import datetime
 from sqlalchemy import insert, select
 
 from omtasks import statemachine as sm
+from omtasks.config.values import split_words
 from omtasks.db.runs import transition
 from omtasks.db.schema import compliance_results, last_runs, outbox
 from omtasks.paths import om_root
@@ -219,7 +220,7 @@ def sync_argv(service_cfg, sync, node: str, transport: str) -> list[str]:
     """`rsync <options> <src...> <host>:<dst>` or, for local:<prefix>, `... <prefix><dst>` (SPEC 9)."""
     kind, _, where = transport.partition(":")
     dest = f"{where}{sync.dst}" if kind == "local" else f"{where}:{sync.dst}"
-    return ["rsync", *shlex.split(sync.options), "--stats", *sync.src, dest]
+    return ["rsync", *split_words(sync.options), "--stats", *sync.src, dest]
 
 
 def sync(ctx, service_cfg, rid: str, log, run_id: int | None = None) -> tuple[bool, str | None, str | None]:

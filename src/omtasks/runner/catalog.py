@@ -78,19 +78,29 @@ def reload(ctx, conn) -> Catalog:
 
     c = services_table.c
     rows = {r.name: r for r in conn.execute(select(c.name, c.checksum, c.mtime, c.size).where(c.node == ctx.node))}
+    from omtasks.config.source import check_etc
+
     files = service_files(ctx.root)
     cat = Catalog(ctx, files, rows)
+    # as root, an etc/ others can write refuses every file (each parse then fails fast); the
+    # stored stamp -1 makes the next tick parse them again once etc/ is fixed
+    etc_refused = check_etc(etc_dir(ctx.root)) is not None
     for name, path in files.items():
         try:
             st = path.stat()
         except OSError:
-            continue
+            try:
+                st = path.lstat()  # a dangling symlink: reported as such, not skipped
+            except OSError:
+                continue
+        # ctime moves with chmod and chown, which decide whether root may read the file
+        stamp = -1.0 if etc_refused else max(st.st_mtime, st.st_ctime)
         row = rows.get(name)
-        if row is not None and row.mtime == st.st_mtime and row.size == st.st_size:
+        if row is not None and row.mtime == stamp and row.size == st.st_size and not etc_refused:
             continue
         cfg = cat.config(name)
         values = {
-            "path": str(path), "checksum": cfg.checksum, "mtime": st.st_mtime, "size": st.st_size,
+            "path": str(path), "checksum": cfg.checksum, "mtime": stamp, "size": st.st_size,
             "valid": cfg.valid,
             "errors": json.dumps([str(p) for p in cfg.problems]), "topology": cfg.topology,
             "loaded_at": to_utc_naive(ctx.now),

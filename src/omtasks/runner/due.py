@@ -70,7 +70,8 @@ def _networker(schedule, now: datetime, marker: datetime | None, grace: int, who
 
 def _cron(schedule, now: datetime, marker: datetime | None, grace: int, first_seen: datetime | None) -> Plan:
     slot = schedule.latest_slot(now)
-    nxt = schedule.first_slot_after(now + timedelta(seconds=1), None)
+    # after the marker too: a marker ahead of now (a clock that was ahead) holds every slot before it
+    nxt = schedule.first_slot_after(now + timedelta(seconds=1), marker)
     if slot is None or (marker is not None and slot <= marker) or (first_seen is not None and slot < first_seen):
         return Plan("not_due", None, nxt)
     late = int((now - slot).total_seconds())

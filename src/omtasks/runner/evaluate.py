@@ -22,6 +22,8 @@ from omtasks.timeutil import from_utc_naive
 HOLDING = frozenset({"requires_unmet", "max_parallel", "awaiting_confirmation", "disabled",
                      "service_disabled", "config_invalid"})
 LIVE_STATES = (sm.SCHEDULED, sm.ELIGIBLE, sm.AWAITING, sm.RUNNING)
+#: how the note of an entry whose marker is ahead of now starts (a clock that was ahead, SPEC 8.3)
+FUTURE_MARKER = "last run recorded in the future"
 
 
 @dataclass
@@ -113,6 +115,11 @@ def evaluate(ctx, entry: Entry, service_cfg, state: ServiceState, *, boot: datet
         return Verdict("missed", p.reason, next_run=p.next_run, slot=p.slot)
     if p.verdict == "due":
         return Verdict("due", None, scheduled_for=p.scheduled_for)
+    last = marker.last_attempt_at
+    if last is not None and last > ctx.now:
+        shown = last.astimezone(ctx.tz).strftime("%Y-%m-%d %H:%M:%S")
+        return Verdict("not_due", f"{FUTURE_MARKER} ({shown}; was the clock ahead?): the next run waits for it",
+                       next_run=p.next_run)
     return Verdict("not_due", None, next_run=p.next_run)
 
 

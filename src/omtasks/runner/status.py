@@ -45,8 +45,10 @@ def _last_run(conn, service: str, rid: str, node: str):
 def service_status(ctx, name: str, path) -> dict:
     from omtasks.config import load_service
 
+    from omtasks.db.connect import reading
+
     tz = ctx.tz
-    with ctx.engine.begin() as conn:
+    with reading(ctx.engine) as conn:  # read-only: never waits for a writer
         ctx.shared_nodes = node_count(conn)
         cfg = load_service(path, ctx.node, shared_nodes=ctx.shared_nodes)
         p = placement(conn, name)

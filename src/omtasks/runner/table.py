@@ -18,6 +18,7 @@ from omtasks.runner.catalog import node_count
 from omtasks.runner.entries import service_entries
 from omtasks.runner.evaluate import ServiceState, evaluate
 from omtasks.runner.liveness import stale_tick
+from omtasks.runner.tick_errors import is_database_error, one_line
 from omtasks.timeutil import from_utc_naive, iso, show
 
 
@@ -65,23 +66,36 @@ def schedule_rows(ctx, names: list[str], rid_filter: str | None = None) -> list[
                   for r in conn.execute(select(schedule_entries).where(se.node == ctx.node, se.service.in_(names)))}
         for name in names:
             cfg = load_service(service_conf_path(name, ctx.root), ctx.node, shared_nodes=ctx.shared_nodes)
-            state = ServiceState(conn, name, ctx.node)
-            for entry in service_entries(cfg, ctx.node, ctx.node_config):
-                if wanted and (entry.rid or entry.action) not in wanted and entry.action not in wanted:
-                    continue
-                row = stored.get((name, entry.action, entry.rid or ""))
-                first_seen = from_utc_naive(row.created_at) if row is not None else ctx.now
-                v = evaluate(ctx, entry, cfg, state, boot=boot, first_seen=first_seen,
-                             previous=row.verdict if row is not None else None,
-                             previous_next=from_utc_naive(row.next_run_at) if row is not None else None)
-                next_run, note = v.next_run, v.note
-                if v.verdict == "due":
-                    next_run, note = v.scheduled_for, ("due: the next tick claims it" if ctx.stale_tick is None
-                                                       else "due: waiting for a runner tick (see the warning)")
-                marker = state.marker(entry)
-                out.append(ScheduleRow(name, ctx.node, entry.action, entry.rid, entry.config_parameter,
-                                       entry.definition, entry.dialect, entry.scope_name, marker.last_attempt_at,
-                                       marker.last_success_at, next_run, v.verdict, note))
+            try:
+                out.extend(_service_rows(ctx, conn, name, cfg, stored, wanted, boot))
+            except Exception as exc:
+                if is_database_error(exc):
+                    raise
+                # one service's failure is its own row, as the tick records it (config_invalid)
+                out.append(ScheduleRow(name, ctx.node, "-", None, "-", "", "", "", None, None, None,
+                                       "config_invalid", f"config invalid: evaluation failed: {one_line(exc)}"))
+    return out
+
+
+def _service_rows(ctx, conn, name, cfg, stored, wanted, boot) -> list[ScheduleRow]:
+    out: list[ScheduleRow] = []
+    state = ServiceState(conn, name, ctx.node)
+    for entry in service_entries(cfg, ctx.node, ctx.node_config):
+        if wanted and (entry.rid or entry.action) not in wanted and entry.action not in wanted:
+            continue
+        row = stored.get((name, entry.action, entry.rid or ""))
+        first_seen = from_utc_naive(row.created_at) if row is not None else ctx.now
+        v = evaluate(ctx, entry, cfg, state, boot=boot, first_seen=first_seen,
+                     previous=row.verdict if row is not None else None,
+                     previous_next=from_utc_naive(row.next_run_at) if row is not None else None)
+        next_run, note = v.next_run, v.note
+        if v.verdict == "due":
+            next_run, note = v.scheduled_for, ("due: the next tick claims it" if ctx.stale_tick is None
+                                               else "due: waiting for a runner tick (see the warning)")
+        marker = state.marker(entry)
+        out.append(ScheduleRow(name, ctx.node, entry.action, entry.rid, entry.config_parameter,
+                               entry.definition, entry.dialect, entry.scope_name, marker.last_attempt_at,
+                               marker.last_success_at, next_run, v.verdict, note))
     return out
 
 

@@ -13,7 +13,7 @@ import os
 import time
 import traceback
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import and_, delete, insert, not_, or_, select, update
 
@@ -39,14 +39,16 @@ from omtasks.runner import catalog as catalog_mod
 from omtasks.runner import procinfo
 from omtasks.runner.due import JitterKey, plan
 from omtasks.runner.entries import Entry, service_entries
-from omtasks.runner.evaluate import ServiceState, Verdict, evaluate
+from omtasks.runner.evaluate import FUTURE_MARKER, ServiceState, Verdict, evaluate
 from omtasks.runner.launch import spawn_worker
 from omtasks.runner.logs import ServiceLog, runner_log
 from omtasks.runner.reap import expire_confirmations, reap_dead, reap_local
+from omtasks.runner.tick_errors import is_database_error, one_line
 from omtasks.runner.worker import gate
 from omtasks.timeutil import from_utc_naive, to_utc_naive, zone_name
 
 LOCK_WAIT = 45.0
+CLOCK_SLACK = 60  # seconds a tick may be behind the previous one before it is reported
 BATCH = 20  # built-in runs one worker carries out in sequence (SPEC 8.5)
 # Verdicts that only a config change can alter.
 STATIC = frozenset({"unscheduled", "disabled", "service_disabled", "not_here", "config_invalid", "not_configured"})
@@ -85,12 +87,14 @@ class Tick:
         self.verbose = verbose
         self.boot = procinfo.boot_time()
         self.launched: list[int] = []
+        self.clock_back = False
 
     def run(self) -> None:
         ctx = self.ctx
         engine = ctx.engine
         self.report_node_conf()
         with engine.begin() as conn:
+            self.check_clock(conn)
             heartbeat(ctx, conn)
             self.check_cluster(conn)
             ctx.shared_nodes = catalog_mod.node_count(conn)
@@ -120,6 +124,20 @@ class Tick:
             for p in problems:
                 runner_log(ctx, str(p))
             stamp.write_text(text)
+
+    def check_clock(self, conn) -> None:
+        """A clock behind this node's previous tick: say so, and evaluate every entry this once.
+
+        The entries a tick from the future ran keep a marker ahead of now; each
+        then gets its note (and its runner.log line) instead of waiting quietly.
+        """
+        previous = conn.execute(select(nodes.c.last_seen_at).where(nodes.c.name == self.ctx.node)).scalar()
+        previous = from_utc_naive(previous)
+        if previous is not None and previous > self.ctx.now + timedelta(seconds=CLOCK_SLACK):
+            self.clock_back = True
+            shown = previous.astimezone(self.ctx.tz).strftime("%Y-%m-%d %H:%M:%S")
+            runner_log(self.ctx, f"clock behind the previous tick of this node ({shown}): "
+                                 "entries whose last run is in the future wait for it")
 
     def check_cluster(self, conn) -> None:
         """Record the cluster's zone (first node) and warn when this node's differs (SPEC 2)."""
@@ -230,6 +248,8 @@ class Tick:
             restless = self.restless(conn)
             stored: dict[str, dict] = {}
             names = set(restless) | self.catalog.changed
+            if self.clock_back:
+                names |= set(self.catalog.files)
             for row in conn.execute(select(schedule_entries).where(se.node == ctx.node, se.service.in_(names))):
                 stored.setdefault(row.service, {})[(row.action, row.rid)] = row
             known = {r.service for r in conn.execute(select(se.service).where(se.node == ctx.node).distinct())}
@@ -238,8 +258,13 @@ class Tick:
                 continue
             try:
                 self.evaluate_service(name, stored.get(name, {}))
-            except Exception:
-                runner_log(ctx, f"{name}: evaluation failed, service skipped this tick:\n{traceback.format_exc()}")
+            except Exception as exc:
+                if is_database_error(exc):  # transient: the next tick tries again
+                    runner_log(ctx, f"{name}: evaluation failed, service skipped this tick: {one_line(exc)}")
+                    continue
+                # one service's bug or hostile value never stops the others: it is config_invalid
+                runner_log(ctx, f"{name}: config invalid: evaluation failed: {one_line(exc)}")
+                self.invalidate(name, stored.get(name, {}), f"evaluation failed: {one_line(exc)}")
 
     def restless(self, conn) -> set[str]:
         """Services with an entry whose stored verdict may no longer hold (one query, SPEC 14).
@@ -266,6 +291,8 @@ class Tick:
         cfg = self.catalog.config(name)
         entries = service_entries(cfg, ctx.node, ctx.node_config)
         if not cfg.valid and not entries:
+            if self.verbose and name in self.catalog.changed:
+                print(f"{name}: config_invalid ({cfg.first_error()})")
             self.invalidate(name, rows, cfg.first_error())
             return
         results = []
@@ -351,6 +378,8 @@ class Tick:
                 at=to_utc_naive(ctx.now), service=entry.service, node=ctx.node, action=entry.action,
                 rid=entry.rid or "", scope=entry.scope, verdict=verdict.verdict, reason=verdict.note,
                 run_id=verdict.run_id))
+        if verdict.note and verdict.note.startswith(FUTURE_MARKER) and (row is None or row.reason != verdict.note):
+            runner_log(ctx, f"{entry.service} {entry.rid or entry.action}: {verdict.note}")
         if self.verbose and (row is None or row.verdict != verdict.verdict):
             print(f"{entry.service} {entry.rid or entry.action}: {verdict.verdict}"
                   + (f" ({verdict.note})" if verdict.note else ""))

@@ -12,6 +12,7 @@ import re
 from datetime import datetime
 
 from omtasks.schedule.decision import Decision
+from omtasks.schedule import limits
 from omtasks.schedule.errors import ScheduleSyntaxError
 from omtasks.schedule.networker import NetworkerSchedule
 from omtasks.schedule.nwparse import parse_member
@@ -54,6 +55,8 @@ def parse_schedule(value: str | list[str]) -> NetworkerSchedule | Unscheduled:
         return _parse_list(value, list(value), json.dumps(list(value)))
     if not isinstance(value, str):
         raise ScheduleSyntaxError(value, f"a schedule is a string or a list of strings, not {type(value).__name__}")
+    if len(value) > limits.MAX_CHARS:
+        raise ScheduleSyntaxError(value, f"longer than {limits.MAX_CHARS} characters ({len(value)})")
     text = value.strip()
     if text in ("", "@0"):
         return Unscheduled(value)
@@ -64,6 +67,10 @@ def parse_schedule(value: str | list[str]) -> NetworkerSchedule | Unscheduled:
         module = cron if head == "cron" else anacron
         return module.parse(value, text[len(head):].strip(), value.find(text) + len(head) + 1)
     if text.startswith("["):
+        deep = limits.nesting_depth(text, limits.MAX_NESTING)
+        if deep is not None:
+            raise ScheduleSyntaxError(value, f"brackets nested deeper than {limits.MAX_NESTING} levels",
+                                      text[deep], value.find(text) + deep + 1)
         try:
             members = json.loads(text)
         except ValueError as exc:
@@ -82,6 +89,8 @@ def parse_schedule(value: str | list[str]) -> NetworkerSchedule | Unscheduled:
 def _parse_list(value: object, members: list, shown: str) -> NetworkerSchedule | Unscheduled:
     if not members:
         return Unscheduled(value)
+    if len(members) > limits.MAX_MEMBERS:
+        raise ScheduleSyntaxError(value, f"more than {limits.MAX_MEMBERS} list members ({len(members)})")
     parsed = []
     cursor = 0
     for i, member in enumerate(members, 1):

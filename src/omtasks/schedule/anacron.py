@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
 
+from omtasks.schedule import limits
 from omtasks.schedule.decision import Decision
 from omtasks.schedule.errors import ScheduleSyntaxError
 from omtasks.timeutil import from_local_naive
@@ -34,7 +35,9 @@ def parse(value: str, body: str, base: int) -> AnacronSchedule:
     period: int | str
     if ptext.lower() in PERIODS:
         period = PERIODS[ptext.lower()]
-    elif _digits(ptext) and int(ptext) > 0:
+    elif _digits(ptext) and ptext.strip("0"):
+        if len(ptext) > limits.MAX_DIGITS or int(ptext) > limits.MAX_ANACRON_PERIOD:
+            raise fail(f"anacron period '{ptext}' too long (at most {limits.MAX_ANACRON_PERIOD} days)", ptext)
         period = int(ptext)
     else:
         raise fail(
@@ -44,6 +47,9 @@ def parse(value: str, body: str, base: int) -> AnacronSchedule:
     if len(fields) == 2:
         if not _digits(fields[1]):
             raise fail(f"anacron delay must be a whole number of minutes: '{fields[1]}'", fields[1])
+        if len(fields[1]) > limits.MAX_DIGITS or int(fields[1]) > limits.MAX_ANACRON_DELAY:
+            raise fail(f"anacron delay '{fields[1]}' too long (at most {limits.MAX_ANACRON_DELAY} minutes)",
+                       fields[1])
         delay = int(fields[1])
     return AnacronSchedule(value, period, delay, ptext)
 

@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta, tzinfo
 
 from croniter import CroniterBadDateError, croniter
 
+from omtasks.schedule import limits
 from omtasks.schedule.decision import Decision
 from omtasks.schedule.errors import ScheduleSyntaxError
 from omtasks.timeutil import from_local_naive, in_gap
@@ -52,6 +53,8 @@ _NEAR = timedelta(hours=3)
 def _value(token: str, field: tuple, fail) -> int:
     name, low, high, names, offset = field
     if _digits(token):
+        if len(token) > limits.MAX_DIGITS:
+            raise fail(f"value '{token}' out of range {low}-{high} in {name} field", token)
         n = int(token)
         if not low <= n <= high:
             raise fail(f"value {n} out of range {low}-{high} in {name} field", token)
@@ -71,8 +74,11 @@ def _check_field(text: str, field: tuple, fail) -> None:
         if not m:
             raise fail(f"invalid token '{element}' in {field[0]} field", element or text)
         star, a, b, step = m.groups()
-        if step is not None and int(step) == 0:
+        if step is not None and not step.strip("0"):
             raise fail(f"step 0 in '{element}'", element)
+        span = field[2] - field[1] + 1
+        if step is not None and (len(step) > limits.MAX_DIGITS or int(step) > span):
+            raise fail(f"step {step} out of range 1-{span} in {field[0]} field", element)
         if star:
             continue
         if step is not None and b is None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
+from omtasks.schedule import limits
 from omtasks.schedule.calendar import DateFilter, DayElement, MonthElement
 from omtasks.schedule.errors import ScheduleSyntaxError
 from omtasks.schedule.model import DAY, Member, TimeRange
@@ -60,6 +61,12 @@ class _Ctx:
     def fail(self, detail: str, token: str, offset: int) -> ScheduleSyntaxError:
         return ScheduleSyntaxError(self.value, detail, token, self.base + offset + 1)
 
+    def number(self, digits: str, token: str, offset: int) -> int:
+        """int(digits), refusing more than limits.MAX_DIGITS digits (sign excluded) before converting."""
+        if len(digits.lstrip("+-")) > limits.MAX_DIGITS:
+            raise self.fail(f"number '{token}' too large (at most {limits.MAX_DIGITS} digits)", token, offset)
+        return int(digits)
+
 
 def _split(text: str, sep: str, offset: int) -> Iterator[tuple[str, int]]:
     """Split `text` on `sep`, yielding each piece with its offset."""
@@ -81,16 +88,18 @@ def parse_duration(ctx: _Ctx, text: str, offset: int) -> int:
     if not text:
         raise ctx.fail("empty interval after '@'", "@", offset - 1)
     if _digits(text):
-        seconds = int(text) * 60
+        seconds = ctx.number(text, text, offset) * 60
     else:
         m = _DURATION_RE.match(text)
         if not m or not any(m.groups()):
             raise ctx.fail(
                 f"invalid duration '{text}' (expected <int><unit>..., units s m h d w)", text, offset
             )
-        seconds = sum(int(g) * u for g, u in zip(m.groups(), _UNIT_SECONDS, strict=True) if g)
+        seconds = sum(ctx.number(g, text, offset) * u for g, u in zip(m.groups(), _UNIT_SECONDS, strict=True) if g)
     if seconds <= 0:
         raise ctx.fail(f"interval '{text}' must be positive", text, offset)
+    if seconds > limits.MAX_INTERVAL:
+        raise ctx.fail(f"interval '{text}' too long (at most {limits.MAX_INTERVAL // DAY} days)", text, offset)
     return seconds
 
 
@@ -134,7 +143,7 @@ def _weekday(ctx: _Ctx, text: str, offset: int) -> int:
     if low in WEEKDAYS:
         return WEEKDAYS[low]
     if _INT_RE.match(text):
-        n = int(text)
+        n = ctx.number(text, text, offset)
         if 1 <= n <= 7 and _digits(text):
             return n
         raise ctx.fail(f"weekday {text} out of range 1-7", text, offset)
@@ -147,7 +156,7 @@ def _nth(ctx: _Ctx, text: str, offset: int, limit: int) -> int:
         return ORDINALS[low]
     if not _INT_RE.match(text):
         raise ctx.fail(f"invalid day position '{text}'", text, offset)
-    n = int(text)
+    n = ctx.number(text, text, offset)
     if n == 0 or abs(n) > limit:
         raise ctx.fail(f"day position {text} out of range 1..{limit} or -{limit}..-1", text, offset)
     return n
@@ -172,7 +181,7 @@ def parse_days(ctx: _Ctx, text: str, offset: int) -> tuple[DayElement, ...] | No
 def _bounded_int(ctx: _Ctx, text: str, offset: int, low: int, high: int, what: str) -> int:
     if not _digits(text):
         raise ctx.fail(f"invalid {what} '{text}'", text, offset)
-    n = int(text)
+    n = ctx.number(text, text, offset)
     if not low <= n <= high:
         raise ctx.fail(f"{what} {text} out of range {low}-{high}", text, offset)
     return n
@@ -226,11 +235,14 @@ def parse_months(ctx: _Ctx, text: str, offset: int) -> tuple[MonthElement, ...] 
         if pct:
             ptext, plus, stext = ftext.partition("+")
             foff = off + len(head) + 1
-            if not _digits(ptext) or int(ptext) < 1:
+            if not _digits(ptext) or not ptext.strip("0"):
                 raise ctx.fail(f"invalid month filter '%{ftext}' (expected %P or %P+S, P >= 1)", ftext, foff)
             if plus and not _digits(stext):
                 raise ctx.fail(f"invalid month filter '%{ftext}' (expected %P or %P+S, S >= 0)", ftext, foff)
-            modulo, shift = int(ptext), int(stext or 0)
+            modulo, shift = ctx.number(ptext, ftext, foff), ctx.number(stext or "0", ftext, foff)
+            if modulo > limits.MAX_MONTH_FILTER or shift > limits.MAX_MONTH_FILTER:
+                raise ctx.fail(f"month filter '%{ftext}' out of range (P and S at most "
+                               f"{limits.MAX_MONTH_FILTER})", ftext, foff)
         if head in ("", "*"):
             if head == "" and not pct:
                 raise ctx.fail(f"empty element in months list '{text}'", text, offset)

@@ -14,8 +14,20 @@ from omtasks.timeutil import to_local_naive
 
 
 def upcoming(schedule, start: datetime, last: datetime | None, count: int) -> list[datetime]:
-    """The first `count` run starts at or after `start` for a runner whose marker is `last`."""
+    """The first `count` run starts at or after `start` for a runner whose marker is `last`.
+
+    The list stops early at the end of the calendar (year 9999): a long interval
+    listed many times cannot overflow a date.
+    """
     out: list[datetime] = []
+    try:
+        _upcoming(schedule, start, last, count, out)
+    except (OverflowError, ValueError):
+        pass  # the next start would be past year 9999
+    return out
+
+
+def _upcoming(schedule, start: datetime, last: datetime | None, count: int, out: list[datetime]) -> None:
     if schedule.dialect == "networker":
         t = schedule.next_run(start, last)
         while t is not None and len(out) < count:
@@ -35,7 +47,6 @@ def upcoming(schedule, start: datetime, last: datetime | None, count: int) -> li
         while len(out) < count:
             out.append(t)
             t = schedule.start_after(schedule.due_date(to_local_naive(t, tz), today), None, tz)
-    return out
 
 
 def check_verdict(schedule, now: datetime, last: datetime | None, grace: int) -> Decision:
