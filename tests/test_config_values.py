@@ -41,7 +41,7 @@ def test_parse_duration_rejects(text: str) -> None:
     assert str(info.value) == f"invalid duration '{text}'"
 
 
-@given(st.integers(min_value=0, max_value=10**9))
+@given(st.integers(min_value=0, max_value=v.MAX_DURATION))
 def test_duration_round_trip(seconds: int) -> None:
     assert parse_duration(format_duration(seconds)) == seconds
     assert parse_duration(str(seconds)) == seconds
@@ -51,7 +51,12 @@ def test_duration_round_trip(seconds: int) -> None:
 def test_duration_pairs_sum(pairs: list[tuple[int, str]]) -> None:
     text = "".join(f"{n}{u}" for n, u in pairs)
     unit = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-    assert parse_duration(text) == sum(n * unit[u.lower()] for n, u in pairs)
+    total = sum(n * unit[u.lower()] for n, u in pairs)
+    if total > v.MAX_DURATION:
+        with pytest.raises(ValueError, match="too long"):
+            parse_duration(text)
+    else:
+        assert parse_duration(text) == total
 
 
 def test_format_duration() -> None:
@@ -210,3 +215,8 @@ class TestRequires:
         with pytest.raises(ValueError) as info:
             v.parse_requires(text)
         assert str(info.value) == message
+
+
+def test_duration_beyond_bound_is_refused() -> None:
+    with pytest.raises(ValueError, match="too long"):
+        parse_duration(str(v.MAX_DURATION + 1))
