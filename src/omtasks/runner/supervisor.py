@@ -81,6 +81,34 @@ def busy_count(conn, node: str) -> int:
         c.state.in_((sm.RUNNING, sm.ELIGIBLE)))).fetchall())
 
 
+class FreshConfigs(dict):
+    """Parsed service configs that count as cached only while their file is unchanged."""
+
+    def __init__(self, ctx) -> None:
+        super().__init__()
+        self.ctx = ctx
+        self.stamps: dict[str, tuple | None] = {}
+        self.guard = threading.Lock()
+
+    def stamp(self, name: str) -> tuple | None:
+        from omtasks.paths import service_conf_path
+
+        try:
+            st = service_conf_path(name, self.ctx.root).stat()
+        except OSError:
+            return None
+        return st.st_mtime_ns, st.st_size, st.st_ino
+
+    def __contains__(self, name: object) -> bool:
+        with self.guard:
+            return super().__contains__(name) and self.stamps.get(name) == self.stamp(name)
+
+    def __setitem__(self, name: str, cfg) -> None:
+        with self.guard:
+            self.stamps[name] = self.stamp(name)
+            super().__setitem__(name, cfg)
+
+
 class Supervisor:
     """Takes this node's eligible runs up to `max_running` and runs each in a thread."""
 
@@ -91,6 +119,7 @@ class Supervisor:
         self.active: dict[int, threading.Thread] = {}
         self.guard = threading.Lock()
         self.pid, self.proc_start, self.boot_id = procinfo.self_identity()
+        self.configs = FreshConfigs(ctx)
 
     def fill(self) -> int:
         """Take and start as many eligible runs as free slots allow; how many were started."""
@@ -98,6 +127,8 @@ class Supervisor:
             return 0
         ctx = self.ctx
         cap = int(ctx.node_config.max_running)
+        if self.running() >= cap:
+            return 0  # no slot can be free: spare the database a write transaction
         c = runs.c
         with ctx.engine.begin() as conn:
             free = cap - busy_count(conn, ctx.node)
@@ -133,7 +164,7 @@ class Supervisor:
         from omtasks.runner.worker import exec_runs
 
         try:
-            exec_runs(self.run_context(), [run_id])
+            exec_runs(self.run_context(), [run_id], self.configs)
         except Exception:  # one run's failure must not end the others
             runner_log(self.ctx, f"supervisor: run {run_id} failed:\n{traceback.format_exc()}")
         finally:

@@ -85,6 +85,7 @@ class Tick:
         self.supervisor = supervisor  # the daemon's own; None: hand runs to a detached one
         self.handed: list[int] = []
         self.supervisor_pid: int | None = None
+        self.poked = 0.0  # monotonic instant of the last hand-over
 
     def run(self) -> None:
         ctx = self.ctx
@@ -304,6 +305,8 @@ class Tick:
                 f"run {result.run_id} awaits confirmation until {until}: "
                 f"om {entry.service} confirm --run {result.run_id} --yes", result.run_id)
         if result.verdict == "due":
+            if result.state == sm.ELIGIBLE and time.monotonic() - self.poked > 0.2:
+                self.hand()  # the supervisor starts runs while this tick goes on claiming
             return Verdict("due", f"run {result.run_id} claimed", scheduled_for=result.scheduled_for,
                            run_id=result.run_id)
         return Verdict(result.verdict, result.reason, run_id=result.run_id or result.winner_id)
@@ -399,12 +402,7 @@ class Tick:
         if not handed:
             return
         self.handed = [r.id for r in handed]
-        if self.supervisor is not None:
-            self.supervisor.wake.set()
-        else:
-            from omtasks.runner.supervisor import hand_over
-
-            self.supervisor_pid = hand_over(ctx)
+        self.hand()
         cap = int(ctx.node_config.max_running)
         waiting = handed[max(0, cap - len(busy)):]
         if waiting:
@@ -415,6 +413,21 @@ class Tick:
                     conn.execute(update(schedule_entries).where(
                         se.service == r.service, se.node == ctx.node, se.action == r.action,
                         se.rid == (r.rid or "")).values(verdict="node_cap", reason=note, plan_key=None))
+
+    def hand(self) -> None:
+        """Wake the supervisor that will start this node's eligible runs (starting it when none is alive)."""
+        self.poked = time.monotonic()
+        if self.supervisor is not None:
+            self.supervisor.wake.set()
+            return
+        if self.supervisor_pid is not None and procinfo.is_alive(self.supervisor_pid, None, None):
+            import signal
+
+            os.kill(self.supervisor_pid, signal.SIGUSR1)
+            return
+        from omtasks.runner.supervisor import hand_over
+
+        self.supervisor_pid = hand_over(self.ctx)
 
     def wait(self) -> None:
         """--wait: return once the runs this tick handed over have ended (or their supervisor died)."""
