@@ -97,19 +97,6 @@ def exec_cmd(run_ids: tuple[int, ...]) -> int:
 
 
 @runner.command()
-def supervise() -> int:
-    """(internal) carry out this node's claimed runs until none is left; started detached by the tick."""
-    from omtasks.runner.context import Context
-    from omtasks.runner.supervisor import serve
-
-    ctx = Context.create()
-    try:
-        return serve(ctx)
-    finally:
-        ctx.close()
-
-
-@runner.command()
 @click.option("--print", "print_", is_flag=True, required=True, help="print the crontab line and systemd unit")
 def install(print_: bool) -> None:
     """Print the system crontab line, a systemd unit, an optional shell function and a logrotate snippet."""

@@ -40,6 +40,7 @@ from omtasks.runner import procinfo
 from omtasks.runner.due import JitterKey, plan
 from omtasks.runner.entries import Entry, service_entries
 from omtasks.runner.evaluate import FUTURE_MARKER, ServiceState, Verdict, evaluate
+from omtasks.runner.launch import spawn_worker
 from omtasks.runner.logs import ServiceLog, runner_log
 from omtasks.runner.reap import expire_confirmations, reap_dead, reap_local
 from omtasks.runner.tick_errors import is_database_error, one_line
@@ -48,6 +49,7 @@ from omtasks.timeutil import from_utc_naive, to_utc_naive, zone_name
 
 LOCK_WAIT = 45.0
 CLOCK_SLACK = 60  # seconds a tick may be behind the previous one before it is reported
+BATCH = 20  # built-in runs one worker carries out in sequence (SPEC 8.5)
 # Verdicts that only a config change can alter.
 STATIC = frozenset({"unscheduled", "disabled", "service_disabled", "not_here", "config_invalid", "not_configured"})
 # Verdicts that wait for a known instant.
@@ -80,15 +82,12 @@ def plan_suffix(boot: datetime | None) -> str:
 
 
 class Tick:
-    def __init__(self, ctx, *, verbose: bool = False, supervisor=None) -> None:
+    def __init__(self, ctx, *, verbose: bool = False) -> None:
         self.ctx = ctx
         self.verbose = verbose
         self.boot = procinfo.boot_time()
+        self.launched: list[int] = []
         self.clock_back = False
-        self.supervisor = supervisor  # the daemon's own; None: hand runs to a detached one
-        self.handed: list[int] = []
-        self.supervisor_pid: int | None = None
-        self.poked = 0.0  # monotonic instant of the last hand-over
 
     def run(self) -> None:
         ctx = self.ctx
@@ -346,8 +345,6 @@ class Tick:
                 f"run {result.run_id} awaits confirmation until {until}: "
                 f"om {entry.service} confirm --run {result.run_id} --yes", result.run_id)
         if result.verdict == "due":
-            if result.state == sm.ELIGIBLE and time.monotonic() - self.poked > 0.2:
-                self.hand()  # the supervisor starts runs while this tick goes on claiming
             return Verdict("due", f"run {result.run_id} claimed", scheduled_for=result.scheduled_for,
                            run_id=result.run_id)
         return Verdict(result.verdict, result.reason, run_id=result.run_id or result.winner_id)
@@ -409,11 +406,10 @@ class Tick:
     # -- step 7: launch ----------------------------------------------------------------
 
     def launch(self) -> None:
-        """Hand this node's eligible runs to the supervisor, which starts them oldest first, tasks
-        before built-ins, up to node.max_running, and refills each slot as a run ends.
+        """Start this node's eligible runs, oldest first, tasks before built-ins, up to node.max_running.
 
-        Built-in runs without a command run here.  Runs beyond the free slots
-        are marked `node_cap` until they start.
+        Built-in runs without a command run here; the other built-ins share
+        workers, up to BATCH runs each.
         """
         from omtasks.runner.builtin import execute_builtin, inline
 
@@ -426,28 +422,31 @@ class Tick:
                 .order_by((c.action != "run"), c.scheduled_for, c.id)).fetchall()
             if not pending:
                 return
-            busy = conn.execute(select(c.id).where(
+            busy = {r.pid for r in conn.execute(select(c.pid).where(
                 c.node == ctx.node, c.trigger != "manual", c.pid.is_not(None),
-                c.state.in_((sm.RUNNING, sm.ELIGIBLE)))).fetchall()
-        handed = []
+                c.state.in_((sm.RUNNING, sm.ELIGIBLE))))}
+        workers: list[list] = []
         for r in pending:
-            if r.action != "run":
-                if r.service not in self.catalog.files:
-                    continue  # cancelled by the next tick's re-check
-                cfg = self.catalog.config(r.service)
-                if r.action not in ("start", "stop") and inline(cfg, r.action):
-                    try:
-                        execute_builtin(ctx, cfg, r)
-                    except LostRace:
-                        pass
-                    continue
-            handed.append(r)
-        if not handed:
-            return
-        self.handed = [r.id for r in handed]
-        self.hand()
+            if r.action == "run":
+                workers.append([r])
+                continue
+            if r.service not in self.catalog.files:
+                continue  # cancelled by the next tick's re-check
+            cfg = self.catalog.config(r.service)
+            if r.action not in ("start", "stop") and inline(cfg, r.action):
+                try:
+                    execute_builtin(ctx, cfg, r)
+                except LostRace:
+                    pass
+            elif workers and workers[-1][0].action != "run" and len(workers[-1]) < BATCH:
+                workers[-1].append(r)
+            else:
+                workers.append([r])
         cap = int(ctx.node_config.max_running)
-        waiting = handed[max(0, cap - len(busy)):]
+        free = max(0, cap - len(busy))
+        for group in workers[:free]:
+            self.spawn([r.id for r in group])
+        waiting = [r for group in workers[free:] for r in group]
         if waiting:
             note = f"waiting for a launch slot ({cap}/{cap} running)"
             se = schedule_entries.c
@@ -457,42 +456,18 @@ class Tick:
                         se.service == r.service, se.node == ctx.node, se.action == r.action,
                         se.rid == (r.rid or "")).values(verdict="node_cap", reason=note, plan_key=None))
 
-    def hand(self) -> None:
-        """Wake the supervisor that will start this node's eligible runs (starting it when none is alive)."""
-        self.poked = time.monotonic()
-        if self.supervisor is not None:
-            self.supervisor.wake.set()
-            return
-        if self.supervisor_pid is not None and procinfo.is_alive(self.supervisor_pid, None, None):
-            import signal
-
-            os.kill(self.supervisor_pid, signal.SIGUSR1)
-            return
-        from omtasks.runner.supervisor import hand_over
-
-        self.supervisor_pid = hand_over(self.ctx)
+    def spawn(self, run_ids: list[int]) -> None:
+        pid = spawn_worker(self.ctx, run_ids)
+        if pid is not None:
+            self.launched.append(pid)
 
     def wait(self) -> None:
-        """--wait: return once the runs this tick handed over have ended (or their supervisor died)."""
-        from omtasks.runner.supervisor import hand_over, live_pid
-
-        c = runs.c
-        while self.handed:
-            with reading(self.ctx.engine) as conn:
-                left = conn.execute(select(c.pid).where(
-                    c.id.in_(self.handed), c.state.in_((sm.ELIGIBLE, sm.RUNNING)))).fetchall()
-            if not left:
-                return
-            alive = live_pid(self.ctx) or (self.supervisor_pid if self.supervisor_pid is not None
-                                           and procinfo.is_alive(self.supervisor_pid, None, None) else None)
-            if alive is None:
-                if all(r.pid is not None for r in left):
-                    return  # their supervisor died: the next tick reaps them
-                self.supervisor_pid = hand_over(self.ctx)
-            time.sleep(0.05)
+        """--wait: return once every worker this tick launched has exited."""
+        while any(procinfo.is_alive(pid, None, None) for pid in self.launched):
+            time.sleep(0.1)
 
 
-def run_tick(ctx, *, verbose: bool = False, wait: bool = False, supervisor=None) -> int:
+def run_tick(ctx, *, verbose: bool = False, wait: bool = False) -> int:
     from omtasks.timeutil import read_now
 
     with tick_lock(ctx) as held:
@@ -505,7 +480,7 @@ def run_tick(ctx, *, verbose: bool = False, wait: bool = False, supervisor=None)
         from omtasks.timeutil import utcnow
 
         started, clock = utcnow(), time.monotonic()
-        tick = Tick(ctx, verbose=verbose, supervisor=supervisor)
+        tick = Tick(ctx, verbose=verbose)
         tick.run()
         record_tick(ctx, started, time.monotonic() - clock)
     from omtasks.runner import prune

@@ -67,13 +67,10 @@ def load_service_cfg(ctx, name: str):
     return load_service(path, ctx.node, shared_nodes=ctx.shared_nodes)
 
 
-def exec_runs(ctx, run_ids: list[int], configs: dict | None = None) -> int:
-    """Carry out each run in turn; 1 when some run id is unknown.
-
-    `configs` caches parsed service configs by name (the supervisor keeps one across runs).
-    """
+def exec_runs(ctx, run_ids: list[int]) -> int:
+    """Carry out each run in turn; 1 when some run id is unknown."""
     unknown = False
-    configs = {} if configs is None else configs
+    configs: dict[str, object] = {}
     for run_id in run_ids:
         with ctx.engine.begin() as conn:
             run = conn.execute(select(runs).where(runs.c.id == run_id)).first()
