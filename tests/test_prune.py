@@ -29,10 +29,16 @@ def test_tick_prunes_old_history_once_a_day(tmp_path):
     old_status = _finished(engine, "status", None, NOW - timedelta(days=31))
     kept_status = _finished(engine, "status", None, NOW - timedelta(days=29))
     engine.dispose()
+    logs = root / "var" / "log" / "runs" / "svc"
+    logs.mkdir(parents=True)
+    for run_id in (old_task, kept_task):
+        (logs / f"{run_id}.log").write_text("output\n")
 
     assert om(root, "runner", "tick", "--now", NOW.isoformat()).returncode == 0
     ids = {r["id"] for r in db_rows(root, "SELECT id FROM runs")}
     assert old_task not in ids and old_status not in ids
+    # the per-run log files go with their runs, the kept runs keep theirs
+    assert sorted(p.name for p in logs.iterdir()) == [f"{kept_task}.log"]
     assert {kept_task, kept_status} <= ids
     assert not db_rows(root, "SELECT * FROM run_events WHERE run_id IN (:a, :b)", a=old_task, b=old_status)
     # markers survive pruning: the cadence is not lost
