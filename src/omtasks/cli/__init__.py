@@ -138,10 +138,28 @@ def failure_line(exc: BaseException) -> str | None:
         first = detail.splitlines()[0] if detail else type(exc).__name__
         for words, plain in _SQLITE_WORDS:
             if words in first:
-                from omtasks.paths import om_root
-
-                path = os.environ.get("OM_DB_URL") or f"{om_root()}/var/om.db"
-                hint = " (run as root or set OM_ROOT)" if "open" in words or "readonly" in words else ""
-                return f"{plain}: {path}{hint}"
+                return _sqlite_line(plain)
         return first
     return None
+
+
+def _sqlite_line(plain: str) -> str:
+    """Name the SQLite file, and say why it cannot be written when the file system tells."""
+    import os
+
+    from omtasks.paths import om_root
+
+    if os.environ.get("OM_DB_URL", "sqlite:").startswith("sqlite:") is False:
+        return plain
+    path = f"{om_root()}/var/om.db"
+    folder = os.path.dirname(path)
+    if plain.startswith("no space"):
+        return f"{plain}: {path}"
+    try:
+        if os.statvfs(folder).f_flag & os.ST_RDONLY:
+            return f"read-only file system: {path}"
+    except OSError:
+        pass
+    if not os.access(folder, os.W_OK | os.X_OK) or (os.path.exists(path) and not os.access(path, os.R_OK | os.W_OK)):
+        return f"permission denied: {path} (run as root or set OM_ROOT)"
+    return f"{plain}: {path}"
