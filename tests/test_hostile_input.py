@@ -205,6 +205,19 @@ def test_a_marker_from_the_future_is_reported_with_the_real_next_run(tmp_path: P
         assert rows[rid]["next_run"] == nxt  # the run the runner will start, not a slot it will skip
 
 
+def test_a_marker_a_minute_ahead_is_skew_not_a_clock_jump(tmp_path: Path) -> None:
+    # the README's demo ticks with --now one minute ahead, and nodes' clocks differ by seconds
+    root = make_root(tmp_path)
+    write_service(root, "svc", "[task#iv]\ncommand = /bin/true\nschedule = @1m\n")
+    tick(root, "2026-01-01 00:01:00")
+    proc = om(root, "svc", "print", "schedule", "--format", "json", env={"OM_NOW": "2026-01-01 00:00:10"})
+    rows = {r["rid"]: r for r in __import__("json").loads(proc.stdout) if r["rid"]}
+    assert rows["task#iv"]["note"] is None or "future" not in rows["task#iv"]["note"], rows["task#iv"]
+    proc = om(root, "svc", "print", "schedule", "--format", "json", env={"OM_NOW": "2025-12-31 23:55:00"})
+    rows = {r["rid"]: r for r in __import__("json").loads(proc.stdout) if r["rid"]}
+    assert rows["task#iv"]["note"].startswith("last run recorded in the future"), rows["task#iv"]
+
+
 # -- 5. the database is never silently reset ----------------------------------------------------------
 
 

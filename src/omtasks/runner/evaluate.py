@@ -7,7 +7,7 @@ writes: the tick claims the `due` ones, `print schedule` only shows them.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import select
 
@@ -24,6 +24,8 @@ HOLDING = frozenset({"requires_unmet", "max_parallel", "awaiting_confirmation", 
 LIVE_STATES = (sm.SCHEDULED, sm.ELIGIBLE, sm.AWAITING, sm.RUNNING)
 #: how the note of an entry whose marker is ahead of now starts (a clock that was ahead, SPEC 8.3)
 FUTURE_MARKER = "last run recorded in the future"
+# a marker this far ahead is a clock problem worth a note; less is the skew of nodes or a --now test tick
+FUTURE_SLACK = timedelta(minutes=5)
 
 
 @dataclass
@@ -116,7 +118,7 @@ def evaluate(ctx, entry: Entry, service_cfg, state: ServiceState, *, boot: datet
     if p.verdict == "due":
         return Verdict("due", None, scheduled_for=p.scheduled_for)
     last = marker.last_attempt_at
-    if last is not None and last > ctx.now:
+    if last is not None and last > ctx.now + FUTURE_SLACK:
         shown = last.astimezone(ctx.tz).strftime("%Y-%m-%d %H:%M:%S")
         return Verdict("not_due", f"{FUTURE_MARKER} ({shown}; was the clock ahead?): the next run waits for it",
                        next_run=p.next_run)
